@@ -1,0 +1,5 @@
+import sys
+
+from igat.cli import main
+
+sys.exit(main())

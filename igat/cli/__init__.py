@@ -1,0 +1,47 @@
+"""The ``igat`` command line. Each sub-command lives in its own module with a
+``register(subparsers)`` function; the list below is the whole CLI."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "igat.cli.train",       # igat train, igat defaults
+    "igat.cli.evaluate",    # igat eval
+    "igat.cli.report",      # igat report
+    "igat.cli.ablate",      # igat ablate
+    "igat.cli.theory",      # igat theory
+    "tasks.cli",            # igat worker / up / runs / submit (imports the queue lazily)
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="igat", description="iGAT Lab: ensemble adversarial-defense experiments")
+    parser.add_argument("--version", action="version", version=f"igat-lab {__import__('igat').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command module still being written
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Defense registry. Each defense module registers itself on import; list new modules here."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from igat.defenses.base import DEFENSES, Defense, DefenseParams, LossOutput, MemberStat, member_ce
+
+if TYPE_CHECKING:
+    from igat.config import ExperimentConfig
+
+_MODULES = ["standard", "pgd_at", "adp", "gal", "trs", "dverge", "cldl", "soe"]
+for _name in _MODULES:
+    try:
+        importlib.import_module(f"igat.defenses.{_name}")
+    except ModuleNotFoundError as exc:  # pragma: no cover - only while a defense is being written
+        if exc.name != f"igat.defenses.{_name}":
+            raise
+
+
+def build_defense(config: ExperimentConfig) -> Defense:
+    """The configured defense, wrapped by iGAT when ``igat.enabled``."""
+    cls = DEFENSES.get(config.defense.name)
+    defense = cls(cls.Params(**config.defense.params), config)
+    if config.igat.enabled:
+        from igat.defenses.igat import IGAT
+
+        defense = IGAT(defense, config)
+    return defense
+
+
+__all__ = ["DEFENSES", "Defense", "DefenseParams", "LossOutput", "MemberStat", "build_defense", "member_ce"]

@@ -1,0 +1,126 @@
+"""An ensemble of N members with a per-member-batch interface.
+
+``Ensemble.forward(x)`` accepts either one batch shared by all members ([B, 3, H, W]) or one
+batch per member ([N, B, 3, H, W]; iGAT and DVERGE feed members different examples) and
+returns member logits [N, B, C].
+
+Execution: members are run one after another. On the CPU this is the fastest exact path we
+measured (grouped-convolution fusion and torch.func.vmap are slower there, see
+docs/benchmarks.md); ``channels_last=True`` speeds the loop up further. A fused grouped-conv
+engine for plain ResNet-20 members lives in :mod:`igat.models.fused` and round-trips exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from igat.models.combiners import EnsembleOutput, combine, log_output
+from igat.models.resnet import ResNet20
+
+
+class Ensemble(nn.Module):
+    def __init__(self, members: Sequence[nn.Module], channels_last: bool = False) -> None:
+        super().__init__()
+        if len(members) < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def resnet20(cls, num_members: int, channels_last: bool = False, **member_kwargs) -> Ensemble:
+        return cls([ResNet20(**member_kwargs) for _ in range(num_members)], channels_last)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def num_members(self) -> int:
+        return len(self.members)
+
+    def _member_input(self, x: Tensor, i: int) -> Tensor:
+        xi = x[i] if x.dim() == 5 else x
+        if self.channels_last:
+            xi = xi.contiguous(memory_format=torch.channels_last)
+        return xi
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() == 5 and x.shape[0] != self.num_members:
+            raise ValueError(
+                f"per-member input has {x.shape[0]} batches but the ensemble has {self.num_members} members"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        return torch.stack([m(self._member_input(x, i)) for i, m in enumerate(self.members)])
+
+    def forward_output(self, x: Tensor) -> EnsembleOutput:
+        """Member logits plus auxiliary outputs (SoE confidence) when members have them."""
+        self._check_input(x)
+        logits, aux = [], []
+        for i, m in enumerate(self.members):
+            full = m.forward_full(self._member_input(x, i)) if hasattr(m, "forward_full") else None
+            if full is None:
+                logits.append(m(self._member_input(x, i)))
+                continue
+            logits.append(full.logits)
+            if full.aux is not None:
+                aux.append(full.aux)
+        return EnsembleOutput(torch.stack(logits), torch.stack(aux) if aux else None)
+
+    def combined_probs(self, x: Tensor, combiner: str = "average") -> Tensor:
+        return combine(self.forward_output(x), combiner)
+
+    def log_output(self, x: Tensor, combiner: str = "average") -> Tensor:
+        return log_output(self.combined_probs(x, combiner))
+
+    def as_model(self, combiner: str = "average") -> CombinedModel:
+        """A module whose forward returns the combiner's log-output: what attacks consume."""
+        return CombinedModel(self, combiner)
+
+    # --- state dict conversion -------------------------------------------------------
+    def member_state_dicts(self) -> list[dict[str, Tensor]]:
+        return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.members]
+
+    def load_member_state_dicts(self, states: Sequence[dict[str, Tensor]]) -> None:
+        if len(states) != self.num_members:
+            raise ValueError(f"got {len(states)} member state dicts for {self.num_members} members")
+        for m, s in zip(self.members, states, strict=True):
+            m.load_state_dict(s)
+
+    @contextlib.contextmanager
+    def frozen(self, eval_mode: bool = True) -> Iterator[Ensemble]:
+        """Attack context: no parameter gradients (attacks only need input gradients).
+
+        Restores requires_grad flags and train/eval mode on exit.
+        """
+        flags = [p.requires_grad for p in self.parameters()]
+        was_training = [m.training for m in self.modules()]
+        try:
+            for p in self.parameters():
+                p.requires_grad_(False)
+            if eval_mode:
+                self.eval()
+            yield self
+        finally:
+            for p, f in zip(self.parameters(), flags, strict=True):
+                p.requires_grad_(f)
+            for m, t in zip(self.modules(), was_training, strict=True):
+                m.training = t
+
+
+class CombinedModel(nn.Module):
+    """Ensemble + combiner as a plain classifier returning log-probabilities [B, C]."""
+
+    def __init__(self, ensemble: Ensemble, combiner: str) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        self.combiner = combiner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ensemble.log_output(x, self.combiner)

@@ -1,0 +1,156 @@
+"""CIFAR ResNet-20 as used by DVERGE / iGAT / SoE (spec §3.6).
+
+3x3 stem (16 channels) -> three stages of 3 BasicBlocks (16/32/64 channels, strides 1/2/2) ->
+global average pool -> Linear(64, C). Shortcuts that change shape are 1x1 conv + BN (option B).
+Inputs are images in [0, 1]; normalisation by the data set's mean/std happens inside the model
+so every attack works in pixel space.
+
+Optional parts used by some defenses (off by default, so the plain model has 272,474 parameters
+for C = 10): ``hidden_dim`` adds Linear(64, hidden) + LeakyReLU before the classifier (CLDL),
+``aux_head`` adds a scalar confidence head on the pooled feature (SoE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+
+
+def make_activation(activation: str, slope: float = 0.1) -> nn.Module:
+    if activation == "relu":
+        return nn.ReLU()
+    if activation == "leaky_relu":
+        return nn.LeakyReLU(slope)
+    raise ValueError(f"activation must be 'relu' or 'leaky_relu', got {activation!r}")
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, act: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.act = act
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (first BN output before its activation, block output before the final activation)."""
+        mid = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(self.act(mid))) + self.shortcut(x)
+        return mid, out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.forward_parts(x)[1])
+
+
+@dataclass
+class MemberOutput:
+    logits: Tensor
+    aux: Tensor | None = None  # SoE confidence logit, shape [B]
+    hidden: Tensor | None = None  # CLDL pre-activation hidden vector, shape [B, hidden_dim]
+    features: Tensor | None = None  # pooled 64-d trunk feature
+
+
+class ResNet20(nn.Module):
+    num_feature_layers = 20  # DVERGE layer indices 1..20 (spec §2.4)
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        mean: tuple[float, ...] = CIFAR10_MEAN,
+        std: tuple[float, ...] = CIFAR10_STD,
+        activation: str = "relu",
+        leaky_slope: float = 0.1,
+        hidden_dim: int | None = None,
+        aux_head: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.act = make_activation(activation, leaky_slope)
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks: list[nn.Module] = []
+        in_ch = 16
+        for out_ch, stride in ((16, 1), (32, 2), (64, 2)):
+            for b in range(3):
+                blocks.append(BasicBlock(in_ch, out_ch, stride if b == 0 else 1, self.act))
+                in_ch = out_ch
+        self.blocks = nn.ModuleList(blocks)
+        self.hidden: nn.Linear | None = nn.Linear(64, hidden_dim) if hidden_dim else None
+        self.fc = nn.Linear(hidden_dim or 64, num_classes)
+        self.aux: nn.Linear | None = nn.Linear(64, 1) if aux_head else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                # He init with fan-out, as the reference ResNet: N(0, 2 / (k^2 * out_channels))
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def trunk(self, x: Tensor) -> Tensor:
+        out = self.act(self.bn1(self.conv1(self.normalize(x))))
+        for block in self.blocks:
+            out = block(out)
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward_full(self, x: Tensor) -> MemberOutput:
+        feat = self.trunk(x)
+        hidden = None
+        head_in = feat
+        if self.hidden is not None:
+            hidden = self.hidden(feat)
+            head_in = F.leaky_relu(hidden, 0.1)
+        aux = self.aux(feat).squeeze(1) if self.aux is not None else None
+        return MemberOutput(logits=self.fc(head_in), aux=aux, hidden=hidden, features=feat)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feat = self.trunk(x)
+        if self.hidden is not None:
+            feat = F.leaky_relu(self.hidden(feat), 0.1)
+        return self.fc(feat)
+
+    def layer_features(self, x: Tensor, layer: int) -> Tensor:
+        """Pre-activation feature at DVERGE layer index ``layer`` in 1..20 (spec §2.4).
+
+        1 = stem conv+BN; for block k (0-based, 9 blocks) index 2+2k is the block's first BN output
+        and 3+2k its output before the final activation; 20 = logits.
+        """
+        if not 1 <= layer <= self.num_feature_layers:
+            raise ValueError(f"layer must be in 1..{self.num_feature_layers}, got {layer}")
+        out = self.bn1(self.conv1(self.normalize(x)))
+        if layer == 1:
+            return out
+        out = self.act(out)
+        for k, block in enumerate(self.blocks):
+            mid, pre = block.forward_parts(out)
+            if layer == 2 + 2 * k:
+                return mid
+            if layer == 3 + 2 * k:
+                return pre
+            out = self.act(pre)
+        return self.forward(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
