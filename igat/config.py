@@ -114,21 +114,37 @@ class DefenseConfig(StrictModel):
 
 
 IGATRule = Literal["soft", "hard", "random", "opposite", "opposite_argmin"]
+IGATDomain = Literal["adversarial", "natural+adversarial"]
 
 
 class IGATConfig(StrictModel):
-    """iGAT (paper §5). ``preset`` picks the paper equations or the public code's behaviours."""
+    """iGAT (paper §5). ``preset`` (see :mod:`igat.presets`) picks the paper equations or the public code's behaviours.
+
+    rule: soft = eq. 14 roulette (p_i = 2^(N-r_i)/(2^N-1)); hard = eq. 13 argmax; random = uniform;
+    opposite = reversed roulette p_i = 2^(r_i-1)/(2^N-1) (spec §1.4 recommendation for the Table 3 ablation);
+    opposite_argmin = deterministic argmin of the true-class probability.
+    """
 
     enabled: bool = False
     alpha: float = Field(5.0, ge=0.0, le=1000.0, description="weight of the distributed adversarial CE")
     beta: float = Field(10.0, ge=0.0, le=1000.0, description="weight of the L_R regulariser")
     rule: IGATRule = "soft"
     combiner: Literal["average", "max"] = "average"
+    mask_combiner: Literal["average", "max"] | None = Field(
+        None, description="combiner for the misclassification indicator delta_0/1 (None = same as combiner)")
     attack: PGDParams = Field(default_factory=lambda: PGDParams(steps=20))
+    attack_fraction: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="fraction of each batch (its last examples) attacked; the reference code attacks half of 512")
     distribute: Literal["all", "misclassified"] = "all"
+    dist_domain: IGATDomain = Field(
+        "adversarial", description="examples that are distributed: X~ (paper) or X and X~ (reference ADP trainer)")
     normalisation: Literal["per_member", "batch"] = "per_member"
     reg: Literal["paper", "code_sum", "code_max2"] = "paper"
     reg_clip: float | None = Field(None, gt=0.0, lt=1.0, description="clip member probabilities inside L_R")
+    reg_domain: IGATDomain = Field("natural+adversarial", description="examples L_R is averaged over (paper: X and X~)")
+    reg_true_class: bool = Field(
+        False, description="include the true class in L_R's max (eq. 15 read literally); default: wrong classes only")
     bn_mode: Literal["train", "eval"] = "eval"
     init_checkpoint: str | None = Field(None, description="baseline checkpoint to fine-tune from (None = from scratch)")
 

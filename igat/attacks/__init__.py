@@ -1,7 +1,13 @@
 """Attacks registry. Each attack module registers itself on import; add new modules here."""
 
-from igat.attacks.base import ATTACKS, Attack, AttackParams, AttackResult, build_attack, project
+from igat.attacks import autoattack as _autoattack  # noqa: F401  (registers autoattack, via pyautoattack)
+from igat.attacks import cw as _cw  # noqa: F401  (registers cw: PGD on the CW margin loss)
 from igat.attacks import pgd as _pgd  # noqa: F401  (registers natural, fgsm, pgd)
+from igat.attacks import signhunter as _signhunter  # noqa: F401  (registers signhunter)
+from igat.attacks.base import ATTACKS, Attack, AttackParams, AttackResult, build_attack, project
 from igat.attacks.pgd import margin_loss, pgd
+from igat.attacks.signhunter import signhunter
 
-__all__ = ["ATTACKS", "Attack", "AttackParams", "AttackResult", "build_attack", "margin_loss", "pgd", "project"]
+__all__ = [
+    "ATTACKS", "Attack", "AttackParams", "AttackResult", "build_attack", "margin_loss", "pgd", "project", "signhunter",
+]

@@ -13,9 +13,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
-    """Random crop with zero padding + random horizontal flip (torchvision's RandomCrop(32, 4) + flip)."""
+def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int | None = None) -> Tensor:
+    """Random crop with zero padding + random horizontal flip (torchvision's RandomCrop(32, 4) + flip).
+
+    The default padding is 1/8 of the image side: 4 pixels for CIFAR's 32x32, 1 for tiny test images.
+    """
     n, _, h, w = x.shape
+    if padding is None:
+        padding = max(1, h // 8)
     padded = F.pad(x, (padding, padding, padding, padding))
     oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator)

@@ -30,7 +30,7 @@ def make_synthetic(
     def split(n: int) -> tuple[Tensor, Tensor]:
         y = torch.arange(n) % num_classes
         y = y[torch.randperm(n, generator=g)]
-        contrast = 0.15 + 0.2 * torch.rand(n, 1, 1, 1, generator=g)
+        contrast = 0.25 + 0.25 * torch.rand(n, 1, 1, 1, generator=g)
         x = 0.5 + contrast * protos[y] + noise * torch.randn(n, 3, image_size, image_size, generator=g)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
 

@@ -1,0 +1,119 @@
+"""``igat train CONFIG`` and ``igat defaults DEFENSE`` / ``igat config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from igat.cli.common import ProgressBar, fail, format_config_error, load_config
+from igat.config import ConfigError, ExperimentConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train (or fine-tune with iGAT) an ensemble from a YAML/JSON config")
+    p.add_argument("config", help="experiment config file (YAML or JSON)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="overrides config.device")
+    p.add_argument("--output-dir", default=None, help="checkpoint directory (default: config.output_dir or runs/NAME-seedS)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT_DIR/last.pt exists")
+    p.add_argument("--eval", action="store_true", help="run the config's evaluation after training")
+    p.set_defaults(func=run_train)
+
+    d = sub.add_parser("config", help="print a default or example config (YAML) to start from")
+    d.add_argument("--defense", default="pgd_at", help="defense name (its recommended settings are applied)")
+    d.add_argument("--igat", action="store_true", help="enable iGAT with the paper's defaults for that defense")
+    d.add_argument("--preset", choices=["paper", "reference-code"], default="paper")
+    d.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    d.set_defaults(func=run_config)
+
+    ls = sub.add_parser("list", help="list registered defenses, attacks and combiners")
+    ls.set_defaults(func=run_list)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from igat.training import NonFiniteLossError, Trainer
+    from igat.data import DataNotFoundError
+
+    try:
+        overrides = list(args.overrides)
+        if args.device:
+            overrides.append(f"device={args.device}")
+        cfg = load_config(args.config, overrides)
+    except ConfigError as exc:
+        return fail(format_config_error(exc))
+    try:
+        trainer = Trainer(cfg, [ProgressBar(cfg.train.epochs)], output_dir=args.output_dir, resume=not args.no_resume)
+        result = trainer.fit()
+    except DataNotFoundError as exc:
+        return fail(str(exc))
+    except NonFiniteLossError as exc:
+        return fail(str(exc), code=3)
+    print(f"\n{cfg.display_name} ({cfg.preset} preset), {cfg.model.num_members} members, {result.epochs_completed} epochs "
+          f"in {result.seconds:.1f}s")
+    print(f"checkpoint: {result.checkpoint}")
+    for k, v in result.final_metrics.items():
+        if k.startswith("test_") and "member_" not in k:
+            print(f"  {k:28s} {v:.4f}")
+    if args.eval:
+        from igat.evaluation import evaluate_checkpoint
+
+        rows = evaluate_checkpoint(result.checkpoint, device=str(trainer.device))
+        for r in rows:
+            if r.target == "ensemble":
+                print(f"  eval {r.combiner:8s} {r.attack:12s} {r.accuracy:.4f}")
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from igat.defenses import DEFENSES
+
+    try:
+        cls = DEFENSES.get(args.defense)
+    except KeyError as exc:
+        return fail(str(exc))
+    data = ExperimentConfig().to_dict()
+    data["defense"] = {"name": args.defense, "params": cls.Params().model_dump(mode="json")}
+    _merge(data, cls.recommended)
+    data["name"] = args.defense
+    cfg = ExperimentConfig.from_dict(data)
+    if args.igat:
+        from igat.presets import apply_preset, igat_defaults
+
+        cfg = ExperimentConfig.from_dict(_merge(cfg.to_dict(), igat_defaults(args.defense, cfg.data.dataset)))
+        cfg = apply_preset(cfg, args.preset)
+    elif args.preset != "paper":
+        from igat.presets import apply_preset
+
+        cfg = apply_preset(cfg, args.preset)
+    out = cfg.to_dict()
+    sys.stdout.write(json.dumps(out, indent=2) + "\n" if args.json else yaml.safe_dump(out, sort_keys=False))
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from igat.attacks import ATTACKS
+    from igat.defenses import DEFENSES
+    from igat.models.combiners import COMBINERS
+
+    print("defenses:")
+    for n in DEFENSES.names():
+        print(f"  {n:12s} {DEFENSES.get(n).description}")
+    print("attacks:")
+    for n in ATTACKS.names():
+        doc = (ATTACKS.get(n).__doc__ or "").strip().splitlines()
+        print(f"  {n:12s} {doc[0] if doc else ''}")
+    print("combiners: " + ", ".join(COMBINERS.names()))
+    return 0
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base

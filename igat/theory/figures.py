@@ -1,0 +1,101 @@
+"""Plotly figures of a stored ``run_diagnostics`` result (used by the dashboard's Theory page).
+
+Each builder takes the result dict and returns a ``plotly.graph_objects.Figure``; a missing or
+malformed section raises KeyError/TypeError/ValueError, which the page turns into a message.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+
+from igat.theory.conditions import P_THRESHOLD
+
+
+def _bars_from_histogram(h: dict[str, Any]) -> tuple[list[float], list[int], list[float]]:
+    edges, counts = h["edges"], h["counts"]
+    if len(edges) != len(counts) + 1:
+        raise ValueError("histogram edges/counts mismatch")
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    return centres, counts, widths
+
+
+def curvature_figure(result: dict[str, Any], include_ensembles: bool = True) -> go.Figure:
+    """Overlaid histograms of log10 lambda_f(x, delta) per member (and ensemble outputs)."""
+    cur = result["curvature"]
+    fig = go.Figure()
+    sources = [("", cur)]
+    if result.get("reference"):
+        sources.append(("reference ", result["reference"]["curvature"]))
+    for prefix, section in sources:
+        for name, d in section["targets"].items():
+            if name.startswith("ensemble_") and not include_ensembles:
+                continue
+            values = [v for v in d.get("values") or [] if v is not None and v > 0]
+            label = f"{prefix}{name}"
+            if values:
+                fig.add_trace(go.Histogram(x=[math.log10(v) for v in values], name=label, opacity=0.55, nbinsx=30))
+            else:
+                centres, counts, widths = _bars_from_histogram(d["histogram"])
+                fig.add_trace(go.Bar(x=centres, y=counts, width=widths, name=label, opacity=0.55))
+    fig.update_layout(barmode="overlay", title=f"Loss curvature eq. (2), delta = {cur['delta_mode']}, "
+                      f"eps = {cur['eps']:.4g}", xaxis_title="log10 lambda_f(x, delta)", yaxis_title="examples")
+    return fig
+
+
+def pair_distance_figure(result: dict[str, Any]) -> go.Figure:
+    """Histogram of the kept ambiguous-pair distances and of each example's nearest other-class distance."""
+    pr = result["pairs"]
+    fig = go.Figure()
+    for key, label in (("nearest_other_class", "nearest other-class neighbour (all pool examples)"),
+                       ("distances", f"kept pairs ({pr['num_pairs']})")):
+        h = pr[key]["histogram"]
+        if h["counts"]:
+            centres, counts, widths = _bars_from_histogram(h)
+            fig.add_trace(go.Bar(x=centres, y=counts, width=widths, name=label, opacity=0.6))
+    if pr.get("tau") is not None:
+        fig.add_vline(x=pr["tau"], line_dash="dash", annotation_text="threshold")
+    fig.update_layout(barmode="overlay", title=f"Cross-class L2 distances ({pr['split']} pool of {pr['pool_size']})",
+                      xaxis_title="L2 distance", yaxis_title="count")
+    return fig
+
+
+def conditions_figure(result: dict[str, Any]) -> go.Figure:
+    """Condition 1 / condition 2 fractions per member and ensemble vs the 42.5 % line."""
+    cond = result["conditions"]
+    names = list(cond["targets"])
+    fig = go.Figure()
+    for key, label in (("condition1", "condition 1 (estimated p)"), ("condition2", "condition 2"),
+                       ("both", "both")):
+        fig.add_trace(go.Bar(x=names, y=[cond["targets"][n][key] for n in names], name=label))
+    fig.add_hline(y=P_THRESHOLD, line_dash="dash", line_color="red", annotation_text="p = 42.5 %")
+    fig.update_layout(barmode="group", title=f"Assumption 4.4 on ambiguous pairs (J = {cond['J']:g})",
+                      yaxis_title="fraction", yaxis_range=[0, 1.05])
+    return fig
+
+
+def zero_one_figure(result: dict[str, Any]) -> go.Figure:
+    """0-1 loss on A(D): single models vs two-member average / max ensembles with CI bars."""
+    z = result["zero_one"]
+    if not z:
+        raise ValueError("no 0-1 loss section (fewer than 2 members or no pairs)")
+    keys = ["single", "average", "max"]
+    means = [z[k]["mean"] for k in keys]
+    err_hi = [z[k]["high"] - z[k]["mean"] for k in keys]
+    err_lo = [z[k]["mean"] - z[k]["low"] for k in keys]
+    fig = go.Figure(go.Bar(x=["single member", "2-member average", "2-member max"], y=means,
+                           error_y={"type": "data", "array": err_hi, "arrayminus": err_lo, "visible": True}))
+    fig.update_layout(title=f"0-1 loss on ambiguous pairs ({z['num_pairs']} pairs, {z['ci_method']} "
+                            f"{z['confidence']:.0%} CI)", yaxis_title="0-1 loss", yaxis_range=[0, 1.05])
+    return fig
+
+
+FIGURES = {
+    "curvature": curvature_figure,
+    "pair_distances": pair_distance_figure,
+    "conditions": conditions_figure,
+    "zero_one": zero_one_figure,
+}

@@ -1,0 +1,175 @@
+"""End-to-end: `igat up` (embedded broker, a worker, the dashboard) driven by a real headless Chromium.
+
+Launches a tiny synthetic run from the Launch form (YAML import + form edits), watches it reach
+``succeeded`` on the Runs page, and checks that Compare renders the Plotly chart. Screenshots of
+every page go to ``test-output/screenshots/`` at the repo root. Uses Debian's /usr/bin/chromium
+through Playwright (never a browser download).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "test-output" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+TINY_YAML = """name: browser-smoke
+device: cpu
+tags: [browser]
+data: {dataset: synthetic, synthetic_train_size: 256, synthetic_test_size: 64, synthetic_image_size: 8, synthetic_classes: 4}
+model: {num_members: 4}
+defense: {name: standard}
+optim: {name: sgd, lr: 0.05}
+train: {epochs: 5, batch_size: 32, eval_examples: 32, eval_pgd_steps: 2, log_every: 1}
+eval: {num_examples: 32, batch_size: 32, attacks: [{name: natural}, {name: pgd, params: {steps: 3}}]}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"igat up exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"dashboard not healthy after {timeout:.0f} s")
+
+
+@pytest.fixture
+def igat_up(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    pytest.importorskip("playwright.sync_api")
+    port = free_port()
+    home = tmp_path / "igat-home"
+    env = {k: v for k, v in os.environ.items() if k not in ("IGAT_BROKER_URL", "IGAT_DATABASE_URL", "IGAT_RESULT_BACKEND")}
+    env.update(IGAT_HOME=str(home), PYTHONUNBUFFERED="1")
+    log = (tmp_path / "igat-up.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "igat", "up", "--port", str(port), "--no-browser"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/_stcore/health", proc, 120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        # igat up stops its broker, worker and dashboard on SIGTERM; its process group is ours to end.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+        log.close()
+        print((tmp_path / "igat-up.log").read_text()[-3000:])
+
+
+def settle(page, extra: float = 1.0) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_selector("[data-testid=stApp]", timeout=60_000)
+    time.sleep(0.5)
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=120_000)
+    time.sleep(extra)
+
+
+def shot(page, name: str, out_dir: Path) -> None:
+    path = out_dir / f"{name}.png"
+    page.screenshot(path=str(path))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SHOTS / path.name)
+
+
+def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    base = igat_up
+    out = tmp_path / "screenshots"
+    out.mkdir()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+
+            # Empty Runs page: says what to do and links to Launch.
+            page.goto(base + "/")
+            settle(page)
+            expect(page.get_by_text("No runs yet")).to_be_visible()
+
+            # Launch: import a tiny config as YAML, then edit fields of the form.
+            page.goto(base + "/launch")
+            settle(page)
+            page.get_by_text("YAML import / export").click()
+            area = page.get_by_label("…or paste YAML / JSON")
+            area.fill(TINY_YAML)
+            area.press("Tab")  # commit the text area
+            settle(page)
+            page.get_by_role("button", name="Load into the form").click()
+            settle(page)
+            expect(page.get_by_text("Loaded config 'browser-smoke' from YAML.")).to_be_visible()
+            page.get_by_role("spinbutton", name="Members (N)", exact=True).fill("2")
+            page.get_by_role("spinbutton", name="Epochs", exact=True).fill("1")
+            page.get_by_role("spinbutton", name="Steps per epoch", exact=True).fill("3")
+            shot(page, "launch", out)
+            page.get_by_role("button", name="Queue", exact=True).click()
+            settle(page)
+            note = page.get_by_text(re.compile(r"Queued experiment #\d+: run\(s\) #\d+"))
+            expect(note).to_be_visible()
+            run_id = int(re.search(r"run\(s\) #(\d+)", note.inner_text()).group(1))
+
+            # Runs: the status badges refresh (fragment) until the run succeeded.
+            page.goto(base + f"/?run={run_id}")
+            settle(page)
+            expect(page.get_by_text("succeeded 1")).to_be_visible(timeout=240_000)
+            settle(page)
+            shot(page, "runs", out)
+
+            # Live curves of the finished run.
+            page.goto(base + f"/live?run={run_id}")
+            settle(page, 2.0)
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()
+            shot(page, "live", out)
+
+            # Compare: the grouped bar chart renders (Plotly DOM) with Table 1 below it.
+            page.goto(base + f"/compare?runs={run_id}")
+            settle(page, 2.0)
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()
+            expect(page.get_by_text(re.compile("Table 1: accuracy"))).to_be_visible()
+            assert page.locator(".js-plotly-plot .bars path").count() >= 2  # natural and PGD bars (average + max)
+            shot(page, "compare", out)
+
+            # Members: per-member robustness of the final evaluation.
+            page.goto(base + f"/members?run={run_id}")
+            settle(page, 2.0)
+            expect(page.get_by_role("heading", name="Per-member robustness (final evaluation)")).to_be_visible()
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()
+            shot(page, "members", out)
+        finally:
+            browser.close()
