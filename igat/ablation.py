@@ -25,38 +25,35 @@ from igat.evaluation import evaluate_ensemble
 from igat.training import Callback, Trainer
 from igat.training.trainer import default_output_dir
 
-# (label, slug for names and directories, igat overrides); the full variant comes last as in Table 3.
+# (variant label, column title, igat overrides), in Table 3's column order. The labels are the
+# ``variant`` values that igat.evaluation.method_and_variant derives from a config and that the
+# reports group by (opposite / random / hard / beta0 / full).
 VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("Opposite", "opposite", {"rule": "opposite"}),
-    ("Random", "random", {"rule": "random"}),
-    ("Hard", "hard", {"rule": "hard"}),
-    ("beta=0", "beta0", {"rule": "soft", "beta": 0.0}),
-    ("iGAT", "igat", {"rule": "soft"}),
+    ("opposite", "Opposite", {"rule": "opposite"}),
+    ("random", "Random", {"rule": "random"}),
+    ("hard", "Hard", {"rule": "hard"}),
+    ("beta0", "beta=0", {"rule": "soft", "beta": 0.0}),
+    ("full", "iGAT", {"rule": "soft"}),
 )
-
-
-def variant_slug(label: str) -> str:
-    for lab, slug, _ in VARIANTS:
-        if lab == label:
-            return slug
-    raise KeyError(f"unknown ablation variant {label!r}")
+TITLES: dict[str, str] = {label: title for label, title, _ in VARIANTS}
 
 
 def ablation_variants(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
     """The Table 3 variants of an iGAT fine-tuning config, as (label, validated config).
 
-    Each keeps ``config``'s seed, base checkpoint (``igat.init_checkpoint``), data and budget and
-    changes only the rule / beta; names get the variant's slug and ``output_dir`` (when set) a
-    sub-directory, so the runs never share a checkpoint directory.
+    Labels: opposite, random, hard, beta0, full. Each config keeps ``config``'s seed, base checkpoint
+    (``igat.init_checkpoint``), data and budget and changes only the rule / beta; names get the label
+    and ``output_dir`` (when set) a sub-directory, so the runs never share a checkpoint directory.
+    The "full" variant uses the soft rule with ``config``'s beta (if that is 0, it equals "beta0").
     """
     out: list[tuple[str, ExperimentConfig]] = []
-    for label, slug, igat_over in VARIANTS:
+    for label, _title, igat_over in VARIANTS:
         data = config.to_dict()
         data["igat"].update(enabled=True, **igat_over)
-        data["name"] = f"{config.name}-{slug}"
-        data["tags"] = [*config.tags, "ablation", f"ablation:{slug}"]
+        data["name"] = f"{config.name}-{label}"
+        data["tags"] = [*config.tags, "ablation", f"ablation:{label}"]
         if config.output_dir:
-            data["output_dir"] = str(Path(config.output_dir) / slug)
+            data["output_dir"] = str(Path(config.output_dir) / label)
         out.append((label, ExperimentConfig.from_dict(data)))
     return out
 
@@ -138,7 +135,7 @@ def run_ablation(
         seeded.seed = seed
         seeded.igat.init_checkpoint = str(base_checkpoint)
         for label, cfg in ablation_variants(seeded):
-            out_dir = root / f"{variant_slug(label)}-seed{seed}"
+            out_dir = root / f"{label}-seed{seed}"
             say(f"fine-tuning {label} (seed {seed}) -> {out_dir}")
             trainer = Trainer(cfg, list(callbacks), output_dir=out_dir, device=device, dataset=dataset)
             fit = trainer.fit()
@@ -159,20 +156,21 @@ def format_table(result: AblationResult) -> str:
     """Table 3 layout: one column per variant, rows Natural (%) and PGD (%), mean (± std over seeds)."""
     labels = [lab for lab, _, _ in VARIANTS if any(r.variant == lab for r in result.rows)]
     cols = {lab: [r for r in result.rows if r.variant == lab] for lab in labels}
+    titles = [TITLES[lab] for lab in labels]
     cells = {
         "Natural (%)": [_cell([r.natural for r in cols[lab]]) for lab in labels],
         "PGD (%)": [_cell([r.pgd for r in cols[lab]]) for lab in labels],
     }
-    widths = [max(len(lab), *(len(cells[k][i]) for k in cells)) for i, lab in enumerate(labels)]
+    widths = [max(len(t), *(len(cells[k][i]) for k in cells)) for i, t in enumerate(titles)]
     head_w = max(len(k) for k in cells)
     seeds = sorted({r.seed for r in result.rows})
     lines = [f"Ablation ({result.combiner} combiner, seeds {', '.join(map(str, seeds))}; base {result.base_checkpoint})"]
-    lines.append(" | ".join([" " * head_w, *(lab.rjust(w) for lab, w in zip(labels, widths, strict=True))]))
+    lines.append(" | ".join([" " * head_w, *(t.rjust(w) for t, w in zip(titles, widths, strict=True))]))
     lines.append("-+-".join(["-" * head_w, *("-" * w for w in widths)]))
     for key, vals in cells.items():
         lines.append(" | ".join([key.ljust(head_w), *(v.rjust(w) for v, w in zip(vals, widths, strict=True))]))
     return "\n".join(lines)
 
 
-__all__ = ["VARIANTS", "AblationResult", "AblationRow", "ablation_variants", "base_config_of", "format_table",
+__all__ = ["TITLES", "VARIANTS", "AblationResult", "AblationRow", "ablation_variants", "base_config_of", "format_table",
            "run_ablation"]

@@ -2,7 +2,8 @@
 
 SQLite by default (``$IGAT_HOME/igat.db``, WAL, busy timeout) or any SQLAlchemy URL in
 ``$IGAT_DATABASE_URL`` (PostgreSQL for multi-machine use). Tables: experiment, run, metric,
-evalresult, memberstat. Alembic migrations live in ``tasks/migrations``.
+evalresult, memberstat, artifact. The schema is owned by the Alembic migrations in
+``tasks/migrations``: every engine made here runs ``alembic upgrade head`` once (``init_db``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,41 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Index, Text, event
+from sqlalchemy import Column, DateTime, Index, Text, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, create_engine
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    """The current time as an aware UTC datetime (what every timestamp column returns)."""
+    return datetime.now(UTC)
+
+
+class UTCTimestamp(TypeDecorator):
+    """Naive UTC in the database (SQLite and PostgreSQL alike), aware UTC in Python.
+
+    Our own type rather than SQLModel's default so the schema and the migrations do not depend on
+    the SQLModel version (0.0.50 maps ``datetime`` to a type that rejects naive values)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is not None:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True) -> Any:
+    return Column(UTCTimestamp(), nullable=nullable)
 
 
 class RunStatus(StrEnum):
@@ -40,7 +69,7 @@ class Experiment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str
     kind: str = "single"  # single | seeds | ablation | sweep
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(False))
     notes: str = ""
 
 
@@ -66,16 +95,23 @@ class Run(SQLModel, table=True):
     progress: float = 0.0  # 0..1
     epoch: int = 0
     total_epochs: int = 0
-    created_at: datetime = Field(default_factory=utcnow)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    heartbeat_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(False))
+    started_at: datetime | None = Field(default=None, sa_column=_ts())
+    finished_at: datetime | None = Field(default=None, sa_column=_ts())
+    heartbeat_at: datetime | None = Field(default=None, sa_column=_ts())
     checkpoint_path: str | None = None
     parent_run_id: int | None = Field(default=None, foreign_key="run.id")  # fine-tune base / evaluated run
+    # Task parameters that are not part of the experiment config (theory diagnostics' params,
+    # an evaluation's checkpoint); added by migration 0002.
+    params_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
 
     @property
     def config(self) -> dict[str, Any]:
         return json.loads(self.config_json)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json or "{}")
 
 
 class Metric(SQLModel, table=True):
@@ -101,7 +137,7 @@ class EvalResult(SQLModel, table=True):
     accuracy: float
     num_examples: int = 0
     extra_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(False))
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -128,7 +164,7 @@ class Artifact(SQLModel, table=True):
     run_id: int = Field(foreign_key="run.id", index=True)
     name: str
     data_json: str = Field(sa_column=Column(Text, nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(False))
 
     @property
     def data(self) -> Any:
@@ -167,7 +203,7 @@ def make_engine(url: str | None = None, create: bool = True) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if create:
-        SQLModel.metadata.create_all(engine)
+        init_db(engine)
     return engine
 
 
@@ -182,3 +218,25 @@ def get_engine(url: str | None = None) -> Engine:
 
 def session(url: str | None = None) -> Session:
     return Session(get_engine(url), expire_on_commit=False)
+
+
+def _dispose_inherited_engines() -> None:
+    # A forked child (Celery prefork) must not use or close the parent's pooled connections: closing
+    # a PostgreSQL connection from the child would terminate the parent's session. get_engine keys by
+    # pid, so the child makes its own engines; here we only drop the inherited pools without closing.
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    _ENGINES.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_dispose_inherited_engines)
+
+
+def init_db(engine_or_url: Engine | str | None = None) -> Engine:
+    """Bring the database schema to the newest migration (``alembic upgrade head``); returns the engine."""
+    from tasks.migrate import upgrade
+
+    engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url, create=False)
+    upgrade(engine)
+    return engine

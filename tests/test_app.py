@@ -422,9 +422,11 @@ def test_launch_every_registered_defense_gets_its_parameter_fields(db):
         shown = {w.key.removeprefix("launch.dp.") for kind in ("number_input", "checkbox", "selectbox", "text_input")
                  for w in at.get(kind) if (w.key or "").startswith("launch.dp.")}
         assert shown == set(fields), name
-        for field, info in fields.items():  # defaults come from the Params model (or the recommended overrides)
+        recommended = (DEFENSES.get(name).recommended.get("defense") or {}).get("params") or {}
+        for field, info in fields.items():  # defaults: the defense's recommended overrides, else the Params model
             if info.annotation is float:
-                assert at.number_input(key=f"launch.dp.{field}").value == pytest.approx(info.default), (name, field)
+                expected = recommended.get(field, info.default)
+                assert at.number_input(key=f"launch.dp.{field}").value == pytest.approx(expected), (name, field)
 
 
 def test_launch_rejects_bad_seeds(db):

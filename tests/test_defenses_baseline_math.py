@@ -31,7 +31,6 @@ P_B = [0.5, 0.1, 0.4]
 Y0 = torch.tensor([0])
 
 
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models are dominated by thread overhead; on a shared 2-core box one thread is ~10x faster."""

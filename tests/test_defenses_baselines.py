@@ -24,6 +24,7 @@ def _one_thread():
     yield
     torch.set_num_threads(threads)
 
+
 BASELINES = ["adp", "gal", "trs", "dverge", "cldl", "soe"]
 
 # Cheapest settings that still exercise every term (one PGD step, two distillation steps).

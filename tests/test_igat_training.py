@@ -12,6 +12,7 @@ from igat.ablation import VARIANTS, ablation_variants, base_config_of, format_ta
 from igat.cli import main as cli_main
 from igat.config import ConfigError, ExperimentConfig, with_overrides
 from igat.data import load_dataset
+from igat.evaluation import method_and_variant
 from igat.presets import apply_preset, igat_defaults, milestones_for
 from igat.training import HistoryCallback, Trainer, load_checkpoint
 from tests.helpers import synthetic_config
@@ -125,11 +126,12 @@ def test_paper_preset_and_defaults():
 def test_ablation_variants_share_everything_but_the_rule(tmp_path):
     cfg = _igat_config(str(tmp_path / "base.pt")).model_copy(update={"output_dir": str(tmp_path / "abl")})
     variants = ablation_variants(cfg)
-    assert [lab for lab, _ in variants] == [lab for lab, _, _ in VARIANTS] == ["Opposite", "Random", "Hard", "beta=0", "iGAT"]
+    assert [lab for lab, _ in variants] == [lab for lab, _, _ in VARIANTS] == ["opposite", "random", "hard", "beta0", "full"]
     got = {lab: (v.igat.rule, v.igat.beta) for lab, v in variants}
-    assert got == {"Opposite": ("opposite", 10.0), "Random": ("random", 10.0), "Hard": ("hard", 10.0),
-                   "beta=0": ("soft", 0.0), "iGAT": ("soft", 10.0)}
-    for _, v in variants:
+    assert got == {"opposite": ("opposite", 10.0), "random": ("random", 10.0), "hard": ("hard", 10.0),
+                   "beta0": ("soft", 0.0), "full": ("soft", 10.0)}
+    for lab, v in variants:
+        assert method_and_variant(v) == ("iGAT_pgd_at", lab)  # the label the reports group by
         assert v.seed == cfg.seed and v.igat.init_checkpoint == cfg.igat.init_checkpoint and v.igat.alpha == cfg.igat.alpha
         assert v.igat.enabled and "ablation" in v.tags
     assert len({v.output_dir for _, v in variants}) == 5 and len({v.name for _, v in variants}) == 5
@@ -145,7 +147,7 @@ def test_run_ablation_from_base_checkpoint(base_run, tmp_path):
     msgs: list[str] = []
     result = run_ablation(cfg, base_checkpoint=base.checkpoint, output_root=tmp_path / "abl", dataset=data,
                           progress=msgs.append)
-    assert [r.variant for r in result.rows] == ["Opposite", "Random", "Hard", "beta=0", "iGAT"]
+    assert [r.variant for r in result.rows] == ["opposite", "random", "hard", "beta0", "full"]
     assert all(0.0 <= r.natural <= 1.0 and 0.0 <= r.pgd <= r.natural + 1e-9 for r in result.rows)
     # one fine-tuning step from a good base: natural accuracy stays well above chance in every variant
     assert min(r.natural for r in result.rows) > 0.5

@@ -8,7 +8,8 @@ Per mini-batch:
    built. ``igat.bn_mode = "train"`` reproduces the reference code, whose members stay in train mode
    during the attack (BatchNorm batch statistics, running statistics updated).
 2. **Base defense.** Pure-loss defenses (``not base.has_custom_step``): the base loss L_E on the natural
-   examples is added to the iGAT terms and one optimiser step is taken (eq. 16). Defenses with their own
+   examples (the whole batch, or its un-attacked first part when ``attack_fraction < 1``, as the
+   reference splits 512 into 256 + 256) is added to the iGAT terms and one optimiser step is taken (eq. 16). Defenses with their own
    update order (DVERGE): the base step runs first, then a separate joint step on the iGAT terms, as the
    reference iGAT-DVERGE trainer does (spec §1.2.3(c)); the global examples were crafted before the base
    step, the ranking and mask use the post-step members, exactly like the reference.

@@ -10,7 +10,7 @@ The assumption asks this to happen with probability p >= 42.5 %; p is estimated 
 fraction of orderings.
 
 Condition 2, per example: with yhat = argmax f(x),  f_c(x) <= (1 - f_yhat(x)) / (C - 1)  for
-every c not in {y, yhat} (vacuous for C = 2). Read literally, for a *correctly* classified example
+every c not in {y, yhat} (for C = 2 it holds whenever the scores sum to 1; the max combiner's need not). Read literally, for a *correctly* classified example
 (yhat = y) and C > 2 it requires all other scores to be equal (they sum to 1 - f_y and each may be
 at most (1 - f_y)/(C - 1)), so it rarely holds for softmax outputs; we implement it as stated
 (ties count, with a 1e-7 tolerance) and report it separately from condition 1.

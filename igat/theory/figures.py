@@ -23,26 +23,57 @@ def _bars_from_histogram(h: dict[str, Any]) -> tuple[list[float], list[int], lis
     return centres, counts, widths
 
 
-def curvature_figure(result: dict[str, Any], include_ensembles: bool = True) -> go.Figure:
-    """Overlaid histograms of log10 lambda_f(x, delta) per member (and ensemble outputs)."""
+def _step_trace(edges: list[float], counts: list[int], name: str, dash: str | None = None) -> go.Scatter:
+    """A histogram drawn as a step line: readable when many distributions overlap."""
+    return go.Scatter(x=edges, y=list(counts) + [counts[-1]], mode="lines", line_shape="hv", name=name,
+                      line={"dash": dash} if dash else None)
+
+
+def _common_bins(groups: list[list[float]], bins: int) -> list[float]:
+    lo = min(min(g) for g in groups)
+    hi = max(max(g) for g in groups)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+
+
+def _count(values: list[float], edges: list[float]) -> list[int]:
+    counts = [0] * (len(edges) - 1)
+    width = (edges[-1] - edges[0]) / (len(edges) - 1)
+    for v in values:
+        counts[min(len(counts) - 1, max(0, int((v - edges[0]) / width)))] += 1
+    return counts
+
+
+def curvature_figure(result: dict[str, Any], include_ensembles: bool = True, bins: int = 30) -> go.Figure:
+    """Histograms (step lines, common log10 bins) of lambda_f(x, delta) per member and ensemble output;
+    a reference checkpoint's members are drawn dashed."""
     cur = result["curvature"]
-    fig = go.Figure()
-    sources = [("", cur)]
+    sections = [("", cur, None)]
     if result.get("reference"):
-        sources.append(("reference ", result["reference"]["curvature"]))
-    for prefix, section in sources:
+        sections.append(("reference ", result["reference"]["curvature"], "dash"))
+    raw: list[tuple[str, list[float], str | None]] = []
+    stored: list[tuple[str, dict[str, Any], str | None]] = []
+    for prefix, section, dash in sections:
         for name, d in section["targets"].items():
             if name.startswith("ensemble_") and not include_ensembles:
                 continue
-            values = [v for v in d.get("values") or [] if v is not None and v > 0]
-            label = f"{prefix}{name}"
+            values = [math.log10(v) for v in d.get("values") or [] if v is not None and v > 0]
             if values:
-                fig.add_trace(go.Histogram(x=[math.log10(v) for v in values], name=label, opacity=0.55, nbinsx=30))
-            else:
-                centres, counts, widths = _bars_from_histogram(d["histogram"])
-                fig.add_trace(go.Bar(x=centres, y=counts, width=widths, name=label, opacity=0.55))
-    fig.update_layout(barmode="overlay", title=f"Loss curvature eq. (2), delta = {cur['delta_mode']}, "
-                      f"eps = {cur['eps']:.4g}", xaxis_title="log10 lambda_f(x, delta)", yaxis_title="examples")
+                raw.append((f"{prefix}{name}", values, dash))
+            elif d["histogram"]["counts"]:
+                stored.append((f"{prefix}{name}", d["histogram"], dash))
+    if not raw and not stored:
+        raise ValueError("no finite curvature values")
+    fig = go.Figure()
+    if raw:
+        edges = _common_bins([v for _, v, _ in raw], bins)
+        for name, values, dash in raw:
+            fig.add_trace(_step_trace(edges, _count(values, edges), name, dash))
+    for name, h, dash in stored:  # results without raw values: their own (log10) bins
+        fig.add_trace(_step_trace(h["edges"], h["counts"], name, dash))
+    fig.update_layout(title=f"Loss curvature eq. (2), delta = {cur['delta_mode']}, eps = {cur['eps']:.4g}",
+                      xaxis_title="log10 lambda_f(x, delta)", yaxis_title="examples")
     return fig
 
 

@@ -1,0 +1,197 @@
+"""Plotly figures for the dashboard (pure functions of DataFrames, so they are unit-testable).
+
+Every figure takes a ``uirevision``: Plotly keeps the user's zoom/pan/legend state across
+updates as long as that value stays the same, which is what lets live charts refresh every few
+seconds without resetting the view.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+# Display order and short labels of evaluation attacks (the paper's column order).
+ATTACK_ORDER = ["natural", "fgsm", "pgd", "cw", "signhunter", "sh", "square", "autoattack", "aa", "apgd_ce", "apgd_t",
+                "fab", "mdi2fgsm", "si2fgsm"]
+ATTACK_LABELS = {"natural": "Natural", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW", "signhunter": "SH", "sh": "SH",
+                 "autoattack": "AA", "aa": "AA", "square": "Square", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T",
+                 "fab": "FAB"}
+
+MEMBER_ACC_RE = re.compile(r"_member_\d+$")
+
+
+def attack_label(name: str) -> str:
+    return ATTACK_LABELS.get(name, name)
+
+
+def attack_sort_key(name: str) -> tuple[int, str]:
+    return (ATTACK_ORDER.index(name) if name in ATTACK_ORDER else len(ATTACK_ORDER), name)
+
+
+def _empty(title: str, message: str, uirevision: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(title=title, uirevision=uirevision, height=320,
+                      annotations=[{"text": message, "showarrow": False, "xref": "paper", "yref": "paper",
+                                    "x": 0.5, "y": 0.5}])
+    return fig
+
+
+def is_accuracy(name: str) -> bool:
+    return "acc" in name
+
+
+def line_chart(df: pd.DataFrame, x: str, title: str, y_title: str, uirevision: str,
+               hidden: set[str] | None = None, smoothing: float = 0.0) -> go.Figure:
+    """One line per metric name; ``smoothing`` in [0, 1) is an EMA factor (0 = raw)."""
+    if df.empty:
+        return _empty(title, "no points yet", uirevision)
+    fig = go.Figure()
+    for name, part in df.sort_values(x).groupby("name", sort=True):
+        ys = part["value"]
+        if smoothing > 0:
+            ys = ys.ewm(alpha=1 - smoothing).mean()
+        fig.add_trace(go.Scatter(x=part[x], y=ys, mode="lines+markers" if len(part) < 30 else "lines", name=name,
+                                 visible="legendonly" if hidden and name in hidden else True))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title, uirevision=uirevision, height=380,
+                      legend={"orientation": "h", "y": -0.25}, margin={"t": 50, "b": 10})
+    return fig
+
+
+def loss_curves(metrics: pd.DataFrame, uirevision: str, smoothing: float = 0.0) -> go.Figure:
+    """Per-step loss components (every step metric except accuracies and the learning rate)."""
+    part = metrics[(metrics["scope"] == "step") & ~metrics["name"].map(is_accuracy) & (metrics["name"] != "lr")]
+    return line_chart(part, "step", "Loss components (per step)", "value", uirevision, smoothing=smoothing)
+
+
+def accuracy_curves(metrics: pd.DataFrame, uirevision: str) -> go.Figure:
+    """Accuracies per epoch (test natural/PGD probes, training accuracies); per-member lines start hidden."""
+    acc = metrics[metrics["name"].map(is_accuracy)]
+    part = acc[acc["scope"] == "epoch"]
+    x = "epoch"
+    if part.empty:  # no finished epoch yet: fall back to the per-step training accuracies
+        part, x = acc[acc["scope"] == "step"], "step"
+    part = part.assign(value=part["value"] * 100.0)
+    hidden = {n for n in part["name"].unique() if MEMBER_ACC_RE.search(n)}
+    fig = line_chart(part, x, f"Accuracies (per {x}, %)", "accuracy (%)", uirevision, hidden=hidden)
+    return fig
+
+
+def aggregate_accuracy(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean/std/count of accuracy (in %) over seeds for each key combination."""
+    g = df.groupby(keys, dropna=False)["accuracy"]
+    out = pd.DataFrame({"mean": g.mean() * 100.0, "std": g.std(ddof=1).fillna(0.0) * 100.0, "n": g.count()})
+    return out.reset_index()
+
+
+def robustness_bars(df: pd.DataFrame, uirevision: str, group: str = "method") -> go.Figure:
+    """Grouped bars: accuracy under each attack, one bar per ``group`` value, one panel per combiner."""
+    if df.empty:
+        return _empty("Accuracy under attack", "no evaluation results", uirevision)
+    agg = aggregate_accuracy(df, ["combiner", group, "attack"])
+    agg["attack_label"] = agg["attack"].map(attack_label)
+    attacks = sorted(agg["attack"].unique(), key=attack_sort_key)
+    fig = px.bar(
+        agg, x="attack_label", y="mean", color=group, barmode="group", facet_col="combiner", error_y="std",
+        category_orders={"attack_label": [attack_label(a) for a in attacks]},
+        hover_data={"n": True, "std": ":.2f", "mean": ":.2f"},
+        labels={"attack_label": "attack", "mean": "accuracy (%)", group: group},
+        title="Accuracy under attack (mean ± std over seeds)",
+    )
+    fig.for_each_annotation(lambda a: a.update(text=a.text.replace("combiner=", "combiner: ")))
+    fig.update_layout(uirevision=uirevision, height=420, legend={"orientation": "h", "y": -0.2})
+    fig.update_yaxes(range=[0, 100])
+    return fig
+
+
+def alloc_area(stats: pd.DataFrame, uirevision: str) -> go.Figure:
+    """Stacked area of how many adversarial examples iGAT gave each member per epoch."""
+    part = stats[(stats["statistic"] == "alloc_count") & (stats["member"] >= 0)].copy()
+    if part.empty:
+        return _empty("Adversarial examples allocated per member", "no alloc_count statistics", uirevision)
+    part["member"] = "member " + part["member"].astype(int).astype(str)
+    fig = px.area(part.sort_values(["member", "epoch"]), x="epoch", y="value", color="member",
+                  labels={"value": "examples allocated"}, title="Adversarial examples allocated per member")
+    fig.update_layout(uirevision=uirevision, height=380)
+    return fig
+
+
+def rank_hist(stats: pd.DataFrame, epoch: int, uirevision: str) -> go.Figure:
+    """Histogram of the rank of the member that received each distributed example (member = -1 rows)."""
+    part = stats[(stats["member"] == -1) & stats["statistic"].str.startswith("rank_hist_") & (stats["epoch"] == epoch)].copy()
+    if part.empty:
+        return _empty("Rank histogram", "no rank_hist statistics", uirevision)
+    part["rank"] = part["statistic"].str.removeprefix("rank_hist_").astype(int)
+    part = part.sort_values("rank")
+    fig = px.bar(part, x="rank", y="value", labels={"value": "examples", "rank": "rank of the receiving member"},
+                 title=f"Rank of the receiving member (epoch {epoch})")
+    fig.update_layout(uirevision=uirevision, height=340)
+    fig.update_xaxes(dtick=1)
+    return fig
+
+
+def member_accuracy(stats: pd.DataFrame, uirevision: str) -> go.Figure:
+    """nat_acc and adv_acc of each member over epochs (solid = natural, dashed = adversarial)."""
+    part = stats[stats["statistic"].isin(["nat_acc", "adv_acc"]) & (stats["member"] >= 0)]
+    if part.empty:
+        return _empty("Member accuracy", "no nat_acc / adv_acc statistics", uirevision)
+    fig = go.Figure()
+    palette = px.colors.qualitative.Plotly
+    for (member, stat), p in part.sort_values("epoch").groupby(["member", "statistic"]):
+        fig.add_trace(go.Scatter(x=p["epoch"], y=p["value"] * 100.0, mode="lines+markers",
+                                 name=f"member {member} {stat}", legendgroup=f"m{member}",
+                                 line={"dash": "dash" if stat == "adv_acc" else "solid",
+                                       "color": palette[int(member) % len(palette)]}))
+    fig.update_layout(title="Member accuracy: natural (solid) vs adversarial (dashed)", xaxis_title="epoch",
+                      yaxis_title="accuracy (%)", uirevision=uirevision, height=380)
+    return fig
+
+
+def class_heatmap(stats: pd.DataFrame, epoch: int, uirevision: str) -> go.Figure:
+    """Per-class allocation: rows = members, columns = classes, at one epoch."""
+    part = stats[stats["statistic"].str.startswith("alloc_class_") & (stats["epoch"] == epoch) & (stats["member"] >= 0)].copy()
+    if part.empty:
+        return _empty("Per-class allocation", "no alloc_class statistics", uirevision)
+    part["class"] = part["statistic"].str.removeprefix("alloc_class_").astype(int)
+    grid = part.pivot_table(index="member", columns="class", values="value", aggfunc="sum").sort_index()
+    grid = grid.reindex(sorted(grid.columns), axis=1)
+    fig = px.imshow(grid.values, x=[str(c) for c in grid.columns], y=[f"member {m}" for m in grid.index],
+                    labels={"x": "class", "y": "member", "color": "examples"}, text_auto=True, aspect="auto",
+                    color_continuous_scale="Blues", title=f"Per-class allocation (epoch {epoch})")
+    fig.update_layout(uirevision=uirevision, height=max(260, 60 + 40 * len(grid)))
+    return fig
+
+
+def member_robustness(df: pd.DataFrame, uirevision: str) -> go.Figure:
+    """Final-evaluation accuracy of each member under each attack (EvalResult target member_<i>)."""
+    if df.empty:
+        return _empty("Per-member robustness", "no per-member evaluation", uirevision)
+    part = df.copy()
+    part["attack_label"] = part["attack"].map(attack_label)
+    part["accuracy (%)"] = part["accuracy"] * 100.0
+    attacks = sorted(part["attack"].unique(), key=attack_sort_key)
+    fig = px.bar(part, x="target", y="accuracy (%)", color="attack_label", barmode="group",
+                 category_orders={"attack_label": [attack_label(a) for a in attacks]},
+                 labels={"target": "member", "attack_label": "attack"}, title="Per-member robustness (final evaluation)")
+    fig.update_layout(uirevision=uirevision, height=380)
+    fig.update_yaxes(range=[0, 100])
+    return fig
+
+
+def ablation_bars(df: pd.DataFrame, uirevision: str, variant_order: list[str] | None = None) -> go.Figure:
+    """Table 3 as bars: accuracy per ablation variant, one colour per attack, panel per combiner."""
+    if df.empty:
+        return _empty("Ablation", "no evaluation results", uirevision)
+    agg = aggregate_accuracy(df, ["combiner", "variant", "attack"])
+    attacks = sorted(agg["attack"].unique(), key=attack_sort_key)
+    agg["attack"] = agg["attack"].map(attack_label)
+    present = list(agg["variant"].unique())
+    order = [v for v in (variant_order or []) if v in present] + sorted(v for v in present if v not in (variant_order or []))
+    fig = px.bar(agg, x="variant", y="mean", color="attack", barmode="group", facet_col="combiner", error_y="std",
+                 category_orders={"variant": order, "attack": [attack_label(a) for a in attacks]},
+                 labels={"mean": "accuracy (%)", "variant": "variant"}, title="Ablation (mean ± std over seeds)")
+    fig.update_layout(uirevision=uirevision, height=400)
+    fig.update_yaxes(range=[0, 100])
+    return fig

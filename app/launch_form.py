@@ -1,0 +1,341 @@
+"""The launch form's logic, kept free of Streamlit so it can be tested on its own.
+
+The form edits a *base* config dict (from defaults, a cloned run or imported YAML). Values the
+form shows are read from it (``form_values``), and the submitted values are written back into a
+copy (``build_config``) which ``ExperimentConfig.from_dict`` validates; every error keeps its
+dotted field path, which ``error_key`` maps back to the widget that edits the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import annotated_types
+import yaml
+from pydantic import BaseModel
+
+from igat.config import ConfigError, ExperimentConfig
+
+DATASETS = ["cifar10", "cifar100", "synthetic"]
+PRESETS = ["paper", "reference-code"]
+RULES = ["soft", "hard", "random", "opposite", "opposite_argmin"]
+IGAT_COMBINERS = ["average", "max"]
+
+# Form key -> dotted config path. The keys are also the widget keys (prefixed with "launch.").
+FORM_PATHS: dict[str, str] = {
+    "name": "name",
+    "tags": "tags",
+    "preset": "preset",
+    "dataset": "data.dataset",
+    "members": "model.num_members",
+    "defense": "defense.name",
+    "igat": "igat.enabled",
+    "alpha": "igat.alpha",
+    "beta": "igat.beta",
+    "rule": "igat.rule",
+    "igat_combiner": "igat.combiner",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "steps_per_epoch": "train.steps_per_epoch",
+    "lr": "optim.lr",
+    "combiners": "eval.combiners",
+    "attacks": "eval.attacks",
+    "num_examples": "eval.num_examples",
+    "seeds": "seed",
+}
+PATH_KEYS = {path: key for key, path in FORM_PATHS.items()}
+DEFENSE_PARAM_PREFIX = "dp."
+
+
+def merge(into: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (overrides win), in place; returns ``into``."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
+def get_path(data: dict[str, Any], path: str) -> Any:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+# --- defaults ---------------------------------------------------------------------------
+
+def _registry_defense(name: str):
+    from igat.defenses import DEFENSES
+
+    return DEFENSES.get(name)
+
+
+def defense_names() -> list[str]:
+    from igat.defenses import DEFENSES
+
+    return list(DEFENSES.names())
+
+
+def attack_names() -> list[str]:
+    from igat.attacks import ATTACKS
+
+    return list(ATTACKS.names())
+
+
+def combiner_names() -> list[str]:
+    from igat.models.combiners import COMBINERS
+
+    return list(COMBINERS.names())
+
+
+def apply_preset_dict(data: dict[str, Any], preset: str) -> dict[str, Any]:
+    """Apply the paper / reference-code iGAT preset (``igat.presets.apply_preset``); a run without
+    iGAT only records the preset name, since the presets are iGAT recipes."""
+    from igat.presets import apply_preset
+
+    data = copy.deepcopy(data)
+    data["preset"] = preset
+    if not (data.get("igat") or {}).get("enabled"):
+        return data
+    return apply_preset(ExperimentConfig.from_dict(data), preset).to_dict()
+
+
+def default_config(defense: str, igat: bool = False, preset: str = "paper", dataset: str = "cifar10") -> dict[str, Any]:
+    """A config a researcher would start from: the defense's ``recommended`` overrides; with iGAT on,
+    the paper's iGAT defaults for that defense and dataset (``igat_defaults``), then the preset."""
+    from igat.presets import igat_defaults
+
+    data = ExperimentConfig().to_dict()
+    data["data"]["dataset"] = dataset
+    data["defense"] = {"name": defense, "params": {}}
+    merge(data, getattr(_registry_defense(defense), "recommended", {}) or {})
+    data["igat"]["enabled"] = igat
+    if igat:
+        merge(data, igat_defaults(defense, dataset))
+    return apply_preset_dict(data, preset)
+
+
+# --- defense parameter fields -------------------------------------------------------------
+
+@dataclass
+class ParamField:
+    name: str
+    kind: str  # bool | int | float | choice | text
+    default: Any
+    description: str
+    options: list[Any] | None = None
+    bounds: str = ""
+
+
+def _bounds(metadata: list[Any]) -> str:
+    parts = []
+    for m in metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if isinstance(m, getattr(annotated_types, attr.capitalize())):
+                parts.append(f"{sym} {getattr(m, attr)}")
+    return ", ".join(parts)
+
+
+def param_fields(params_model: type[BaseModel]) -> list[ParamField]:
+    """One form field per Params field: bools, ints, floats and Literals get typed widgets,
+    anything else (optional values, lists, nested models) a YAML text field."""
+    fields: list[ParamField] = []
+    for name, info in params_model.model_fields.items():
+        ann = info.annotation
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json")
+        desc = info.description or ""
+        bounds = _bounds(list(info.metadata))
+        if ann is bool:
+            kind, options = "bool", None
+        elif ann is int:
+            kind, options = "int", None
+        elif ann is float:
+            kind, options = "float", None
+        elif typing.get_origin(ann) is typing.Literal:
+            kind, options = "choice", list(typing.get_args(ann))
+        else:
+            kind, options = "text", None
+        fields.append(ParamField(name, kind, default, desc, options, bounds))
+    return fields
+
+
+def field_help(f: ParamField) -> str:
+    parts = [f.description] if f.description else []
+    if f.bounds:
+        parts.append(f"allowed: {f.bounds}")
+    if f.kind == "text":
+        parts.append("YAML value; empty = null")
+    return " — ".join(parts) or f.name
+
+
+def param_to_widget(f: ParamField, value: Any) -> Any:
+    if f.kind == "text":
+        return "" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    if f.kind == "float" and value is not None:
+        return float(value)
+    if f.kind == "int" and value is not None:
+        return int(value)
+    if f.kind == "choice" and value not in (f.options or []):
+        return f.default
+    return value
+
+
+def widget_to_param(f: ParamField, value: Any) -> Any:
+    """The value to put in defense.params; YAML text that does not parse is kept as text so the
+    validator reports it against the field."""
+    if f.kind == "text":
+        text = str(value or "").strip()
+        if not text:
+            return None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return value
+
+
+# --- form <-> config ---------------------------------------------------------------------
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in str(text).replace(";", ",").replace(" ", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            seed = int(part)
+        except ValueError:
+            raise ConfigError([("seed", f"{part!r} is not an integer; give seeds like 0, 1, 2")]) from None
+        if seed not in seeds:
+            seeds.append(seed)
+    if not seeds:
+        raise ConfigError([("seed", "give at least one seed, e.g. 0 or 0, 1, 2")])
+    return seeds
+
+
+def form_values(data: dict[str, Any]) -> dict[str, Any]:
+    """Widget values (keys of FORM_PATHS plus ``dp.<param>``) for a config dict."""
+    values = {key: get_path(data, path) for key, path in FORM_PATHS.items()}
+    values["tags"] = ", ".join(data.get("tags") or [])
+    values["seeds"] = str(data.get("seed", 0))
+    values["steps_per_epoch"] = int(values["steps_per_epoch"] or 0)
+    values["num_examples"] = int(values["num_examples"] or 0)
+    values["attacks"] = [a["name"] for a in (get_path(data, "eval.attacks") or [])]
+    values["combiners"] = list(values["combiners"] or [])
+    values["alpha"] = float(values["alpha"])
+    values["beta"] = float(values["beta"])
+    values["lr"] = float(values["lr"])
+    defense = values["defense"]
+    if defense in defense_names():
+        params = dict(get_path(data, "defense.params") or {})
+        for f in param_fields(_registry_defense(defense).Params):
+            values[DEFENSE_PARAM_PREFIX + f.name] = param_to_widget(f, params.get(f.name, f.default))
+    return values
+
+
+def build_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with the form's values written in (seed: the first one given)."""
+    data = copy.deepcopy(base)
+    for key, path in FORM_PATHS.items():
+        if key in ("tags", "seeds", "attacks", "steps_per_epoch", "num_examples") or key not in values:
+            continue
+        set_path(data, path, values[key])
+    if "tags" in values:
+        data["tags"] = [t.strip() for t in str(values["tags"]).split(",") if t.strip()]
+    if "steps_per_epoch" in values:
+        set_path(data, "train.steps_per_epoch", int(values["steps_per_epoch"]) or None)
+    if "num_examples" in values:
+        set_path(data, "eval.num_examples", int(values["num_examples"]) or None)
+    if "attacks" in values:
+        # Keep the parameters the base config had for an attack that stays selected.
+        old = {a["name"]: a.get("params", {}) for a in (get_path(data, "eval.attacks") or [])}
+        set_path(data, "eval.attacks", [{"name": n, "params": old.get(n, {})} for n in values["attacks"]])
+    defense = values.get("defense", get_path(data, "defense.name"))
+    if defense in defense_names():
+        keep = dict(get_path(data, "defense.params") or {}) if defense == get_path(base, "defense.name") else {}
+        params: dict[str, Any] = {}
+        for f in param_fields(_registry_defense(defense).Params):
+            key = DEFENSE_PARAM_PREFIX + f.name
+            if key in values:
+                params[f.name] = widget_to_param(f, values[key])
+            elif f.name in keep:
+                params[f.name] = keep[f.name]
+        data["defense"] = {"name": defense, "params": params}
+    return data
+
+
+def validate(base: dict[str, Any], values: dict[str, Any]) -> tuple[list[ExperimentConfig], list[tuple[str, str]]]:
+    """One validated config per seed, or the list of (field, message) errors."""
+    data = build_config(base, values)
+    errors: list[tuple[str, str]] = []
+    try:
+        seeds = parse_seeds(values.get("seeds", "0"))
+    except ConfigError as exc:
+        errors.extend(exc.errors)
+        seeds = [int(data.get("seed") or 0)]
+    configs: list[ExperimentConfig] = []
+    for seed in seeds:
+        try:
+            configs.append(ExperimentConfig.from_dict({**data, "seed": seed}))
+        except ConfigError as exc:
+            errors.extend(e for e in exc.errors if e not in errors)
+    if errors:
+        # A field error stops pydantic before the registry checks of defense/attack parameters run;
+        # check those too so the user sees every problem at once.
+        errors.extend(e for e in registry_param_errors(data) if e not in errors)
+    return ([] if errors else configs), errors
+
+
+def registry_param_errors(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Errors of defense.params and eval.attacks.<i>.params against the registered Params models."""
+    from pydantic import ValidationError
+
+    from igat.attacks import ATTACKS
+    from igat.defenses import DEFENSES
+
+    errors: list[tuple[str, str]] = []
+    defense = get_path(data, "defense.name")
+    if defense in DEFENSES:
+        try:
+            DEFENSES.get(defense).Params(**(get_path(data, "defense.params") or {}))
+        except ValidationError as exc:
+            errors.extend(ConfigError.from_validation(exc, "defense.params.").errors)
+    for i, spec in enumerate(get_path(data, "eval.attacks") or []):
+        if isinstance(spec, dict) and spec.get("name") in ATTACKS:
+            try:
+                ATTACKS.get(spec["name"]).Params(**(spec.get("params") or {}))
+            except ValidationError as exc:
+                errors.extend(ConfigError.from_validation(exc, f"eval.attacks.{i}.params.").errors)
+    return errors
+
+
+def error_key(field: str) -> str | None:
+    """The form key of the widget that edits ``field`` (None: not on the form)."""
+    if field in PATH_KEYS:
+        return PATH_KEYS[field]
+    if field.startswith("defense.params."):
+        return DEFENSE_PARAM_PREFIX + field.split(".")[2]
+    if field.startswith("eval.attacks"):
+        return "attacks"
+    if field.startswith("eval.combiners"):
+        return "combiners"
+    if field.startswith("igat.attack"):
+        return None
+    return None

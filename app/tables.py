@@ -1,0 +1,75 @@
+"""The paper's tables and the false-robustness flags for the dashboard, built by ``igat.reports``
+and ``igat.sanity`` (the same functions ``igat report`` uses) from the store's evaluation rows.
+
+The only work done here is mapping the store's run labels onto the reports' conventions:
+``Run.variant`` holds a label per run of an experiment (``seed3`` for a group of seeds, ``Hard`` /
+``beta=0`` / ``iGAT`` for an ablation), while the reports expect an empty variant for ordinary
+runs and the ablation slugs (``hard``, ``beta0``, ``full``) for Table 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from igat import reports, sanity
+
+# Ablation labels written by the platform (igat.ablation.VARIANTS) -> the reports' variant slugs.
+_FULL_SLUGS = {"igat", "full", "soft", ""}
+
+
+def variant_slug(label: str) -> str:
+    text = str(label or "").strip()
+    try:
+        from igat.ablation import variant_slug as slug_of
+
+        slug = slug_of(text)
+    except (ImportError, KeyError):
+        slug = text.lower().replace(" ", "").replace("=", "").replace("β", "beta")
+    return "full" if slug in _FULL_SLUGS else slug
+
+
+def report_frame(evals: pd.DataFrame, experiment_kinds: dict[int, str] | None = None) -> pd.DataFrame:
+    """The store's evaluation rows in the reports' format (method, seed, combiner, attack,
+    accuracy, target, variant). ``experiment_kinds`` maps run_id -> experiment kind; only runs of
+    an ablation experiment keep their variant."""
+    out = evals[["run_id", "method", "seed", "combiner", "attack", "accuracy", "target", "variant"]].copy()
+    kinds = experiment_kinds or {}
+    out["variant"] = [variant_slug(v) if kinds.get(int(r)) == "ablation" else ""
+                      for r, v in zip(out["run_id"], out["variant"])]
+    return out
+
+
+@dataclass
+class Table:
+    tidy: pd.DataFrame  # numeric, one row per cell (CSV export)
+    markdown: str  # the paper's layout, best in bold, second underlined
+    latex: str
+
+
+def table1(frame: pd.DataFrame) -> Table:
+    t = reports.table1(frame)
+    return Table(t, reports.render_table1(t, "markdown"), reports.render_table1(t, "latex"))
+
+
+def table2(frame: pd.DataFrame) -> Table | None:
+    t = reports.table2(frame)
+    if t.empty:
+        return None
+    return Table(t, reports.render_table2(t, "markdown"), reports.render_table2(t, "latex"))
+
+
+def table3(frame: pd.DataFrame, method: str | None, combiner: str) -> Table:
+    t = reports.table3(frame, method=method, combiner=combiner)
+    return Table(t, reports.render_table3(t, "markdown"), reports.render_table3(t, "latex"))
+
+
+def robustness_flags(frame: pd.DataFrame) -> pd.DataFrame:
+    """igat.sanity's flags as a table (severity, check, method, seed, combiner, message)."""
+    flags = sanity.check_results(frame.drop(columns=["run_id"], errors="ignore"), targets=["ensemble"])
+    return pd.DataFrame(
+        [{"severity": f.severity, "check": f.code, "method": reports.display_method(f.context.get("method", "")),
+          "seed": f.context.get("seed", ""), "combiner": f.combiner, "message": f.message} for f in flags],
+        columns=["severity", "check", "method", "seed", "combiner", "message"],
+    )

@@ -1,0 +1,145 @@
+"""Compare runs (or groups of seeds) side by side: bars per attack and combiner, Table 1 and
+Table 2 layouts, a diff-only config table and the false-robustness flags. The selection lives
+in the URL (``?runs=1,2,3&exps=4``) so a comparison can be shared."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, tables
+from app import data as D
+from app.common import PAGE_RUNS, empty_state, get_engine, parse_id_list, run_page, set_query
+from app.configdiff import config_diff
+from app.export import ExportError, figure_png, to_csv_bytes
+
+K = "cmp."
+
+
+def apply_query(run_ids: list[int], exp_ids: list[int]) -> None:
+    """Pre-select what the URL names, once per distinct URL (so user edits are not overwritten)."""
+    query = (st.query_params.get("runs", ""), st.query_params.get("exps", ""))
+    if st.session_state.get(K + "applied") == query:
+        return
+    st.session_state[K + "applied"] = query
+    st.session_state[K + "runs"] = [i for i in parse_id_list(query[0]) if i in run_ids]
+    st.session_state[K + "exps"] = [i for i in parse_id_list(query[1]) if i in exp_ids]
+
+
+def selection(runs: pd.DataFrame, exps: pd.DataFrame) -> list[int]:
+    run_ids = [int(i) for i in runs["id"]]
+    exp_ids = [int(i) for i in exps["id"]]
+    apply_query(run_ids, exp_ids)
+    run_labels = {int(r["id"]): D.run_label(r) for r in runs.to_dict("records")}
+    exp_labels = {int(e["id"]): f"#{e['id']} {e['name']} ({e['kind']}, {e['runs']} runs)" for e in exps.to_dict("records")}
+    cols = st.columns(2)
+    picked = cols[0].multiselect("Runs", run_ids, key=K + "runs", format_func=lambda i: run_labels.get(i, str(i)),
+                                 placeholder="pick evaluated runs")
+    groups = cols[1].multiselect("Experiments (groups of seeds)", exp_ids, key=K + "exps",
+                                 format_func=lambda i: exp_labels.get(i, str(i)), placeholder="pick experiments")
+    set_query("runs", picked)
+    set_query("exps", groups)
+    st.session_state[K + "applied"] = (st.query_params.get("runs", ""), st.query_params.get("exps", ""))
+    chosen = list(picked)
+    for rid in runs[runs["experiment_id"].isin(groups)]["id"]:
+        if int(rid) not in chosen:
+            chosen.append(int(rid))
+    return chosen
+
+
+def png_export(fig, name: str) -> None:
+    if st.button("Render PNG", key=K + f"png.{name}", icon=":material/image:",
+                 help="renders the chart with kaleido and a headless Chromium (a few seconds)"):
+        try:
+            st.session_state[K + f"png_bytes.{name}"] = figure_png(fig)
+        except ExportError as exc:
+            st.error(str(exc))
+    data = st.session_state.get(K + f"png_bytes.{name}")
+    if data:
+        st.download_button("Download PNG", data, file_name=f"{name}.png", mime="image/png", key=K + f"pngdl.{name}",
+                           icon=":material/download:")
+
+
+def body() -> None:
+    st.title("Compare")
+    engine = get_engine()
+    runs = D.load_runs(engine)
+    if runs.empty:
+        empty_state("No runs yet. Launch a few (e.g. ADP and iGAT_ADP with seeds 0, 1, 2) and compare them here.")
+        return
+    evaluated = runs[runs["id"].isin(D.runs_with_results(engine))]
+    if evaluated.empty:
+        empty_state("No run has evaluation results yet: a run is evaluated when its training finishes.",
+                    page=PAGE_RUNS, label="Watch the queue", icon=":material/list:")
+        return
+    exps = D.load_experiments(engine)
+    exps = exps[exps["id"].isin(evaluated["experiment_id"].dropna().astype(int))]
+    chosen = selection(evaluated, exps)
+    if not chosen:
+        st.info("Pick runs or experiments above. Seeds of the same method are aggregated (mean ± std). "
+                "The URL keeps the selection, so you can share it.")
+        return
+
+    evals = D.load_eval(engine, chosen)
+    if evals.empty:
+        st.info("The selected runs have no evaluation results yet.")
+        return
+    kinds = dict(zip(runs["id"].astype(int), runs["experiment_kind"]))
+    frame = tables.report_frame(evals, kinds)
+    group = st.radio("Group bars by", ["method", "run"], horizontal=True, key=K + "group",
+                     help="method: seeds of a method are averaged; run: every run separately")
+    labels = [tables.reports.display_method(m) + ("" if v in ("", "full") else f" ({v})")
+              for m, v in zip(frame["method"], frame["variant"])]
+    plot_df = frame.assign(method=labels)
+    if group == "run":
+        plot_df = plot_df.assign(run="#" + plot_df["run_id"].astype(str) + " " + plot_df["method"])
+    fig = charts.robustness_bars(plot_df, "compare", group=group)
+    st.plotly_chart(fig, key=K + "bars", width="stretch")
+
+    t1 = tables.table1(frame)
+    st.markdown(t1.markdown, unsafe_allow_html=True)  # the paper's layout: best bold, second underlined
+    t2 = tables.table2(frame)
+    if t2 is None:
+        st.caption("Table 2 (relative improvement of iGAT_X over X) appears when both X and iGAT_X are selected.")
+    else:
+        st.markdown(t2.markdown)
+
+    st.subheader("False-robustness checks")
+    flags = tables.robustness_flags(frame)
+    if flags.empty:
+        st.success("No false-robustness warning for the selected runs.")
+    else:
+        for row in flags.to_dict("records"):
+            (st.error if row["severity"] == "error" else st.warning)(
+                f"**{row['method']}** (seed {row['seed']}): {row['message']}")
+
+    st.subheader("Config diff (differing fields only)")
+    configs = D.run_configs(engine, chosen)
+    labelled = {f"#{rid} {runs.loc[runs['id'] == rid, 'method'].iloc[0]}": configs[rid] for rid in chosen if rid in configs}
+    if len(labelled) < 2:
+        st.caption("Select at least two runs to compare their configs.")
+    else:
+        diff = config_diff(labelled, ignore=("output_dir",))
+        if diff.empty:
+            st.caption("The selected runs have identical configs.")
+        else:
+            st.dataframe(diff, hide_index=True, width="stretch", key=K + "diff")
+
+    st.subheader("Export")
+    cols = st.columns(5)
+    cols[0].download_button("Table 1 (CSV)", to_csv_bytes(t1.tidy), file_name="table1.csv", mime="text/csv",
+                            key=K + "csv1", icon=":material/download:")
+    cols[1].download_button("Table 1 (LaTeX)", t1.latex, file_name="table1.tex", mime="text/x-tex",
+                            key=K + "tex1", icon=":material/download:")
+    if t2 is not None:
+        cols[2].download_button("Table 2 (LaTeX)", t2.latex, file_name="table2.tex", mime="text/x-tex",
+                                key=K + "tex2", icon=":material/download:")
+    cols[3].download_button("All results (CSV)", to_csv_bytes(evals.drop(columns=["extra"])), file_name="results.csv",
+                            mime="text/csv", key=K + "csvraw", icon=":material/download:")
+    with cols[4]:
+        png_export(fig, "compare")
+    st.caption("Shareable link: this page's URL keeps the selection "
+               f"(`?runs={st.query_params.get('runs', '')}&exps={st.query_params.get('exps', '')}`).")
+
+
+run_page(body)

@@ -1,0 +1,319 @@
+"""Launch: build an experiment config in a form, validate it field by field, and queue it.
+
+The method row (defense, iGAT, preset) sits outside the form because changing it swaps the
+defaults and the defense-parameter fields; everything else is one ``st.form`` = one submission.
+All widget values live in session_state under ``launch.<key>`` and are (re)loaded from a base
+config dict by ``load_into_form`` — from defaults, a cloned run (``?clone=<run_id>``) or YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from app import data as D
+from app import launch_form as F
+from app.common import PAGE_LIVE, PAGE_RUNS, get_engine, query_int, run_page, short_error
+from igat.config import ConfigError, ExperimentConfig
+
+K = "launch."  # session_state prefix
+DEFAULT_DEFENSE = "adp"
+
+
+def key(name: str) -> str:
+    return K + name
+
+
+def load_into_form(cfg: dict[str, Any]) -> None:
+    """Make ``cfg`` the base config and write every widget value from it (only call this before
+    the widgets are created in a run, i.e. at the top of the page or from a callback)."""
+    st.session_state[key("base")] = cfg
+    for name, value in F.form_values(cfg).items():
+        st.session_state[key(name)] = value
+    st.session_state[key("errors")] = []
+
+
+def current_values() -> dict[str, Any]:
+    values = {name: st.session_state[key(name)] for name in F.FORM_PATHS if key(name) in st.session_state}
+    defense = values.get("defense")
+    if defense in F.defense_names():
+        for f in F.param_fields(F._registry_defense(defense).Params):
+            k = key(F.DEFENSE_PARAM_PREFIX + f.name)
+            if k in st.session_state:
+                values[F.DEFENSE_PARAM_PREFIX + f.name] = st.session_state[k]
+    return values
+
+
+def current_config() -> dict[str, Any]:
+    return F.build_config(st.session_state[key("base")], current_values())
+
+
+# --- callbacks (run before the script, so they may rewrite widget state) -------------------
+
+def safe_callback(fn: Callable[[], None]) -> Callable[[], None]:
+    """Callbacks run outside the page guard: turn an unexpected error into a form error."""
+
+    def wrapper() -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - shown above the form instead of a traceback
+            st.session_state[key("errors")] = [("form", f"unexpected error: {short_error(exc)}")]
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def on_method_change() -> None:
+    """Defense / iGAT / preset changed: start from that method's recommended defaults, keeping
+    the dataset, members, seeds, evaluation and naming the user already chose."""
+    try:
+        old = current_config()
+        new = F.default_config(st.session_state[key("defense")], bool(st.session_state[key("igat")]),
+                               st.session_state[key("preset")], dataset=F.get_path(old, "data.dataset") or "cifar10")
+        for path in ("name", "tags", "data", "model.num_members", "eval", "seed"):
+            F.set_path(new, path, F.get_path(old, path))
+        seeds = st.session_state.get(key("seeds"), "0")
+        load_into_form(new)
+        st.session_state[key("seeds")] = seeds
+    except Exception as exc:  # noqa: BLE001 - keep the form usable, report why defaults failed
+        st.session_state[key("errors")] = [("defense.name", f"could not load defaults: {short_error(exc)}")]
+
+
+def on_import() -> None:
+    upload = st.session_state.get(key("yaml_file"))
+    text = upload.getvalue().decode("utf-8", errors="replace") if upload is not None else st.session_state.get(key("yaml_text"), "")
+    try:
+        cfg = ExperimentConfig.from_text(text)
+    except ConfigError as exc:
+        st.session_state[key("errors")] = exc.errors
+        st.session_state[key("flash")] = ("error", "The imported YAML is not a valid config; nothing was changed.")
+        return
+    load_into_form(cfg.to_dict())
+    st.session_state[key("flash")] = ("success", f"Loaded config {cfg.name!r} from YAML.")
+
+
+def on_submit() -> None:
+    values = current_values()
+    configs, errors = F.validate(st.session_state[key("base")], values)
+    st.session_state[key("errors")] = errors
+    st.session_state[key("base")] = F.build_config(st.session_state[key("base")], values)
+    if errors:
+        return
+    ablation = bool(st.session_state.get(key("ablation")))
+    if ablation and not configs[0].igat.enabled:
+        st.session_state[key("errors")] = [("igat.enabled", "the Table 3 ablation needs iGAT switched on")]
+        return
+    try:
+        import tasks.api as api  # lazily: Celery is only needed when something is queued
+
+        if ablation:  # one ablation experiment per seed (the API groups the variants of one config)
+            exp_ids, run_ids = [], []
+            for cfg in configs:
+                e, r = api.submit_ablation(cfg)
+                exp_ids.append(e)
+                run_ids.extend(r)
+            exp_id = ", #".join(str(e) for e in exp_ids)
+        elif len(configs) > 1:
+            exp_id, run_ids = api.submit_seeds(configs[0], [c.seed for c in configs])
+        else:
+            exp_id, run_ids = api.submit_runs(configs, configs[0].name)
+    except Exception as exc:  # noqa: BLE001 - broker down, DB error: say so next to the form
+        st.session_state[key("errors")] = [("queue", f"could not queue the run: {short_error(exc)}")]
+        return
+    st.session_state[key("submitted")] = (exp_id, list(run_ids))
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+def field_errors(name: str) -> None:
+    """Errors for the widget ``name``, shown right under it."""
+    for field, msg in st.session_state.get(key("errors"), []):
+        if F.error_key(field) == name:
+            st.error(f"`{field}`: {msg}", icon=":material/error:")
+
+
+def defense_param_widgets(defense: str) -> None:
+    fields = F.param_fields(F._registry_defense(defense).Params)
+    if not fields:
+        st.caption(f"`{defense}` has no parameters.")
+        return
+    cols = st.columns(3)
+    for i, f in enumerate(fields):
+        name = F.DEFENSE_PARAM_PREFIX + f.name
+        k = key(name)
+        if k not in st.session_state:
+            st.session_state[k] = F.param_to_widget(f, f.default)
+        with cols[i % 3]:
+            label, helptext = f.name, F.field_help(f)
+            if f.kind == "bool":
+                st.checkbox(label, key=k, help=helptext)
+            elif f.kind == "int":
+                st.number_input(label, key=k, step=1, help=helptext)
+            elif f.kind == "float":
+                st.number_input(label, key=k, step=0.001, format="%.6g", help=helptext)
+            elif f.kind == "choice":
+                st.selectbox(label, f.options, key=k, help=helptext)
+            else:
+                st.text_input(label, key=k, help=helptext)
+            field_errors(name)
+
+
+def method_row(defenses: list[str]) -> None:
+    cols = st.columns([2, 1, 2])
+    cols[0].selectbox("Defense", defenses, key=key("defense"), on_change=safe_callback(on_method_change),
+                      help="every registered defense; switching loads its recommended settings")
+    cols[1].toggle("iGAT", key=key("igat"), on_change=safe_callback(on_method_change),
+                   help="fine-tune with iGAT on top of the defense (distributed adversarial examples + L_R)")
+    cols[2].radio("Preset", F.PRESETS, key=key("preset"), on_change=safe_callback(on_method_change), horizontal=True,
+                  help="paper = the paper's equations; reference-code = the released code's behaviours")
+    defense_cls = F._registry_defense(st.session_state[key("defense")])
+    if getattr(defense_cls, "description", ""):
+        st.caption(defense_cls.description)
+    field_errors("defense")
+
+
+def yaml_box() -> None:
+    with st.expander("YAML import / export"):
+        try:
+            text = ExperimentConfig.from_dict(current_config()).to_yaml()
+        except ConfigError:
+            text = None
+        if text is not None:
+            st.download_button("Download this config (YAML)", text, file_name="experiment.yaml", mime="application/x-yaml",
+                               key=key("download"), icon=":material/download:")
+        else:
+            st.caption("Fix the errors below to export the config.")
+        st.file_uploader("Import a config file", type=["yaml", "yml", "json"], key=key("yaml_file"))
+        st.text_area("…or paste YAML / JSON", key=key("yaml_text"), height=160,
+                     placeholder="name: my-experiment\ndefense: {name: adp}\n...")
+        st.button("Load into the form", key=key("import"), on_click=safe_callback(on_import), icon=":material/upload:")
+
+
+def the_form() -> None:
+    igat_on = bool(st.session_state[key("igat")])
+    combiners = F.combiner_names()
+    attacks = F.attack_names()
+    with st.form("launch.form", border=True):
+        st.markdown("**Experiment**")
+        c = st.columns(3)
+        with c[0]:
+            st.text_input("Name", key=key("name"))
+            field_errors("name")
+        with c[1]:
+            st.text_input("Tags", key=key("tags"), help="comma-separated, e.g. table1, cifar10")
+        with c[2]:
+            st.text_input("Seeds", key=key("seeds"), help="one run per seed, grouped in one experiment, e.g. 0, 1, 2")
+            field_errors("seeds")
+
+        st.markdown("**Data and ensemble**")
+        c = st.columns(3)
+        with c[0]:
+            st.selectbox("Dataset", F.DATASETS, key=key("dataset"))
+            field_errors("dataset")
+        with c[1]:
+            st.number_input("Members (N)", key=key("members"), step=1, help="number of ResNet-20 members, 1..64")
+            field_errors("members")
+        with c[2]:
+            st.number_input("Evaluation examples", key=key("num_examples"), step=100,
+                            help="equidistant test examples for the final evaluation (0 = all)")
+            field_errors("num_examples")
+
+        if igat_on:
+            st.markdown("**iGAT**")
+            c = st.columns(4)
+            with c[0]:
+                st.number_input("alpha", key=key("alpha"), step=0.25, format="%.4g",
+                                help="weight of the distributed adversarial CE (allowed 0..1000)")
+                field_errors("alpha")
+            with c[1]:
+                st.number_input("beta", key=key("beta"), step=0.25, format="%.4g",
+                                help="weight of the L_R regulariser (allowed 0..1000)")
+                field_errors("beta")
+            with c[2]:
+                st.selectbox("Distributing rule", F.RULES, key=key("rule"),
+                             help="soft = eq. 14 roulette, hard = eq. 13 argmax; random / opposite are Table 3 ablations")
+                field_errors("rule")
+            with c[3]:
+                st.selectbox("iGAT combiner", F.IGAT_COMBINERS, key=key("igat_combiner"),
+                             help="combiner of the global adversarial attack and the misclassification mask")
+
+        st.markdown("**Training budget**")
+        c = st.columns(4)
+        with c[0]:
+            st.number_input("Epochs", key=key("epochs"), step=1)
+            field_errors("epochs")
+        with c[1]:
+            st.number_input("Batch size", key=key("batch_size"), step=1)
+            field_errors("batch_size")
+        with c[2]:
+            st.number_input("Steps per epoch", key=key("steps_per_epoch"), step=1, help="0 = a full pass over the data")
+            field_errors("steps_per_epoch")
+        with c[3]:
+            st.number_input("Learning rate", key=key("lr"), step=0.001, format="%.6g")
+            field_errors("lr")
+
+        st.markdown("**Evaluation**")
+        c = st.columns(2)
+        with c[0]:
+            st.multiselect("Combiners", combiners, key=key("combiners"))
+            field_errors("combiners")
+        with c[1]:
+            st.multiselect("Attacks", attacks, key=key("attacks"),
+                           help="attack parameters keep the values of the loaded config; edit them through YAML")
+            field_errors("attacks")
+
+        st.markdown(f"**Defense parameters** (`{st.session_state[key('defense')]}`)")
+        defense_param_widgets(st.session_state[key("defense")])
+
+        st.checkbox("Queue as the Table 3 ablation (soft / hard / random / opposite / beta = 0)", key=key("ablation"),
+                    help="needs iGAT; one run per variant and seed, grouped in one ablation experiment")
+        st.form_submit_button("Queue", type="primary", on_click=safe_callback(on_submit), icon=":material/play_arrow:")
+
+
+def errors_summary() -> None:
+    errors = st.session_state.get(key("errors"), [])
+    if errors:
+        lines = "\n".join(f"- `{field}`: {msg}" for field, msg in errors)
+        st.error(f"The config was not queued; fix these fields:\n{lines}")
+
+
+def submitted_note() -> None:
+    done = st.session_state.pop(key("submitted"), None)
+    if done:
+        exp_id, run_ids = done
+        st.success(f"Queued experiment #{exp_id}: run(s) {', '.join(f'#{i}' for i in run_ids)}.")
+        c = st.columns(2)
+        c[0].page_link(PAGE_RUNS, label="See the queue", icon=":material/list:", query_params={"run": str(run_ids[0])})
+        c[1].page_link(PAGE_LIVE, label="Follow it live", icon=":material/monitoring:", query_params={"run": str(run_ids[0])})
+
+
+def body() -> None:
+    st.title("Launch")
+    defenses = F.defense_names()
+    clone = query_int("clone")
+    if clone is not None and st.session_state.get(key("cloned")) != clone:
+        cfg = D.run_config(get_engine(), clone)
+        if cfg is None:
+            st.warning(f"Run #{clone} does not exist; starting from the defaults.")
+        else:
+            load_into_form(cfg)
+            st.session_state[key("flash")] = ("info", f"Pre-filled from run #{clone}; change what you need and queue.")
+        st.session_state[key("cloned")] = clone
+    if key("base") not in st.session_state:
+        load_into_form(F.default_config(DEFAULT_DEFENSE if DEFAULT_DEFENSE in defenses else defenses[0]))
+    else:  # widget state is dropped when the user visits another page: restore it from the base
+        for name, value in F.form_values(st.session_state[key("base")]).items():
+            st.session_state.setdefault(key(name), value)
+    flash = st.session_state.pop(key("flash"), None)
+    if flash:
+        getattr(st, flash[0])(flash[1])
+    submitted_note()
+    method_row(defenses)
+    yaml_box()
+    errors_summary()
+    the_form()
+
+
+run_page(body)

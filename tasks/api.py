@@ -1,0 +1,400 @@
+"""The service API the dashboard and the CLI use: submit, cancel, retry, list, read.
+
+Submitting validates the configs, creates the Experiment and its Run rows (status queued) in one
+transaction and enqueues one Celery task per run (a group) by name, so callers never import torch
+or the task code. Reads return SQLModel objects or pandas frames. Every function takes an
+optional Celery ``app`` (default: ``tasks.celery_app.get_app()``); the database is
+``tasks.store.database_url()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, false, or_, update
+from sqlmodel import col, select
+
+from tasks.store import (
+    FINAL_STATUSES,
+    Artifact,
+    EvalResult,
+    Experiment,
+    MemberStatRow,
+    Metric,
+    Run,
+    RunStatus,
+    get_engine,
+    session,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from celery import Celery
+
+    from igat.config import ExperimentConfig
+
+RUN = Run.__table__
+TASK_FOR_KIND = {"train": "igat.train", "finetune": "igat.finetune", "eval": "igat.evaluate", "theory": "igat.theory"}
+EXPERIMENT_KINDS = ("single", "seeds", "ablation", "sweep", "finetune", "eval", "theory")
+
+
+class SubmitError(ValueError):
+    """Bad submit arguments (the message names the argument and the allowed values)."""
+
+
+class NoBrokerError(ConnectionError):
+    pass
+
+
+def _app(app: Celery | None) -> Celery:
+    if app is not None:
+        return app
+    from tasks.broker import configured_url
+    from tasks.celery_app import get_app
+
+    if configured_url() is None:
+        raise NoBrokerError("no broker: start `igat up` (or `igat worker`, which starts an embedded one) for this "
+                            "IGAT_HOME, or set IGAT_BROKER_URL=redis://host:6379/0")
+    return get_app()
+
+
+def _as_config(cfg: ExperimentConfig | dict[str, Any] | str) -> ExperimentConfig:
+    from igat.config import ExperimentConfig
+
+    if isinstance(cfg, ExperimentConfig):
+        return ExperimentConfig.from_dict(cfg.to_dict())  # re-validate (callers may have mutated it)
+    if isinstance(cfg, str):
+        return ExperimentConfig.from_text(cfg)
+    if isinstance(cfg, dict):
+        return ExperimentConfig.from_dict(cfg)
+    raise SubmitError(f"configs must be ExperimentConfig, dict or YAML text, got {type(cfg).__name__}")
+
+
+def _new_task_id(run_id: int) -> str:
+    return f"igat-run-{run_id}-{uuid.uuid4().hex[:12]}"
+
+
+def _enqueue(run_ids: Sequence[int], app: Celery | None = None) -> None:
+    """Give each run a fresh task id, then send the group. On a broker error the runs are failed."""
+    if not run_ids:
+        return
+    celery = _app(app)
+    engine = get_engine()
+    with session() as s:
+        runs = {r.id: r for r in s.exec(select(Run).where(col(Run.id).in_(list(run_ids)))).all()}
+    sigs = []
+    with engine.begin() as conn:
+        for rid in run_ids:
+            run = runs[rid]
+            if run.kind not in TASK_FOR_KIND:
+                raise SubmitError(f"run {rid} has kind {run.kind!r}; allowed: {', '.join(TASK_FOR_KIND)}")
+            tid = _new_task_id(rid)
+            conn.execute(update(RUN).where(RUN.c.id == rid).values(task_id=tid))
+            sigs.append(celery.signature(TASK_FOR_KIND[run.kind], args=(rid,), task_id=tid))
+    try:
+        with celery.producer_or_acquire() as producer:  # one connection for the whole group
+            for sig in sigs:
+                sig.apply_async(producer=producer)
+    except Exception as exc:
+        msg = f"could not enqueue: the broker at {celery.conf.broker_url} is unreachable ({exc})"
+        with engine.begin() as conn:
+            conn.execute(update(RUN).where(RUN.c.id.in_(list(run_ids)), RUN.c.status == RunStatus.queued)
+                         .values(status=RunStatus.failed, error=msg, finished_at=utcnow()))
+        raise ConnectionError(msg) from exc
+
+
+# --- submitting ------------------------------------------------------------------------------------
+def submit_runs(
+    configs: Sequence[ExperimentConfig | dict[str, Any]],
+    experiment_name: str,
+    kind: str = "single",
+    variants: Sequence[str] | None = None,
+    *,
+    run_kind: str = "train",
+    parent_run_id: int | None = None,
+    params: dict[str, Any] | None = None,
+    notes: str = "",
+    app: Celery | None = None,
+) -> tuple[int, list[int]]:
+    """Validate, create an Experiment with one queued Run per config, enqueue them. Returns
+    ``(experiment_id, run_ids)``. ``kind``: single | seeds | ablation | sweep | finetune | eval |
+    theory; ``run_kind``: train | finetune | eval | theory; ``variants``: one label per config."""
+    if not configs:
+        raise SubmitError("configs: give at least one config")
+    if kind not in EXPERIMENT_KINDS:
+        raise SubmitError(f"kind: {kind!r} is not one of {', '.join(EXPERIMENT_KINDS)}")
+    if run_kind not in TASK_FOR_KIND:
+        raise SubmitError(f"run_kind: {run_kind!r} is not one of {', '.join(TASK_FOR_KIND)}")
+    if variants is not None and len(variants) != len(configs):
+        raise SubmitError(f"variants: {len(variants)} labels for {len(configs)} configs; give one per config")
+    name = (experiment_name or "").strip()
+    if not name:
+        raise SubmitError("experiment_name: must not be empty")
+    parsed = [_as_config(c) for c in configs]  # raises ConfigError naming the field
+    params_json = json.dumps(params or {})
+    with session() as s:
+        exp = Experiment(name=name, kind=kind, notes=notes)
+        s.add(exp)
+        s.flush()
+        runs = []
+        for i, cfg in enumerate(parsed):
+            variant = variants[i] if variants is not None else ""
+            suffix = f"[{variant}]" if variant else (f"-seed{cfg.seed}" if kind == "seeds" or len(parsed) > 1 else "")
+            run = Run(
+                experiment_id=exp.id, name=f"{name}{suffix}", kind=run_kind, config_json=cfg.to_json(),
+                preset=cfg.preset, dataset=cfg.data.dataset, defense=cfg.defense.name, igat=cfg.igat.enabled,
+                seed=cfg.seed, tags=",".join(cfg.tags), variant=variant, status=RunStatus.queued,
+                total_epochs=cfg.train.epochs if run_kind in ("train", "finetune") else 0,
+                parent_run_id=parent_run_id, params_json=params_json,
+            )
+            s.add(run)
+            runs.append(run)
+        s.commit()
+        exp_id, run_ids = int(exp.id), [int(r.id) for r in runs]
+    _enqueue(run_ids, app)
+    return exp_id, run_ids
+
+
+def submit_seeds(config: ExperimentConfig | dict[str, Any], seeds: Sequence[int], experiment_name: str | None = None,
+                 app: Celery | None = None) -> tuple[int, list[int]]:
+    """The same config once per seed (an experiment of kind 'seeds')."""
+    base = _as_config(config)
+    seeds = list(seeds)
+    if not seeds:
+        raise SubmitError("seeds: give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise SubmitError(f"seeds: duplicates in {seeds}")
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= 2**31 - 1:
+            raise SubmitError(f"seeds: {s!r} is not an integer in [0, 2147483647]")
+    configs = [_as_config({**base.to_dict(), "seed": s}) for s in seeds]
+    return submit_runs(configs, experiment_name or base.name, kind="seeds", variants=[f"seed{s}" for s in seeds], app=app)
+
+
+def submit_ablation(config: ExperimentConfig | dict[str, Any], experiment_name: str | None = None,
+                    app: Celery | None = None) -> tuple[int, list[int]]:
+    """The iGAT ablation of ``config`` (variants from ``igat.ablation.ablation_variants``)."""
+    base = _as_config(config)
+    try:
+        from igat.ablation import ablation_variants
+    except ImportError as exc:
+        raise RuntimeError(f"ablations are not available: cannot import igat.ablation.ablation_variants ({exc})") from None
+    variants = ablation_variants(base)
+    pairs = list(variants.items()) if isinstance(variants, dict) else list(variants)
+    labels, configs = [], []
+    for item in pairs:
+        if isinstance(item, tuple | list) and len(item) == 2:
+            label, cfg = item
+        else:  # an object with .label/.name and .config
+            label = getattr(item, "label", None) or getattr(item, "name", None)
+            cfg = getattr(item, "config", None)
+        if label is None or cfg is None:
+            raise RuntimeError(f"igat.ablation.ablation_variants returned an item without label/config: {item!r}")
+        labels.append(str(label))
+        configs.append(cfg)
+    return submit_runs(configs, experiment_name or f"{base.name}-ablation", kind="ablation", variants=labels, app=app)
+
+
+def submit_sweep(config: ExperimentConfig | dict[str, Any], grid: dict[str, Sequence[Any]],
+                 experiment_name: str | None = None, app: Celery | None = None) -> tuple[int, list[int]]:
+    """The cartesian product of ``grid`` ({"dotted.field": [values]}) applied to ``config``."""
+    from igat.config import with_overrides
+
+    base = _as_config(config)
+    if not grid or any(len(v) == 0 for v in grid.values()):
+        raise SubmitError("grid: give at least one field with at least one value")
+    keys = list(grid)
+    configs, labels = [], []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        overrides = [f"{k}={json.dumps(v)}" for k, v in zip(keys, combo)]
+        configs.append(with_overrides(base, overrides))
+        labels.append(",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, combo)))
+    return submit_runs(configs, experiment_name or f"{base.name}-sweep", kind="sweep", variants=labels, app=app)
+
+
+def submit_finetune(base_run_id: int, config: ExperimentConfig | dict[str, Any] | None = None,
+                    app: Celery | None = None) -> tuple[int, list[int]]:
+    """iGAT fine-tuning of a trained run's checkpoint (config default: the base config with igat on)."""
+    base = get_run(base_run_id)
+    cfg = _as_config(config if config is not None else {**base.config, "igat": {**base.config.get("igat", {}), "enabled": True}})
+    return submit_runs([cfg], f"{base.name}-igat", kind="finetune", run_kind="finetune", parent_run_id=base_run_id, app=app)
+
+
+def submit_evaluation(run_id: int, eval_overrides: dict[str, Any] | None = None,
+                      app: Celery | None = None) -> tuple[int, list[int]]:
+    """Evaluate a trained run's checkpoint with its config's ``eval`` section updated by ``eval_overrides``."""
+    base = get_run(run_id)
+    data = base.config
+    data["eval"] = {**data.get("eval", {}), **(eval_overrides or {})}
+    return submit_runs([data], f"{base.name}-eval", kind="eval", run_kind="eval", parent_run_id=run_id, app=app)
+
+
+def submit_theory(run_id: int, params: dict[str, Any] | None = None, app: Celery | None = None) -> tuple[int, list[int]]:
+    """Theory diagnostics (``igat.theory.run_diagnostics``) of a trained run's checkpoint."""
+    base = get_run(run_id)
+    return submit_runs([base.config], f"{base.name}-theory", kind="theory", run_kind="theory", parent_run_id=run_id,
+                       params=params or {}, app=app)
+
+
+# --- controlling -----------------------------------------------------------------------------------
+def cancel_run(run_id: int, app: Celery | None = None) -> str:
+    """Cancel a run: a queued one ends cancelled now (and its message is revoked), a running one stops
+    at its next batch keeping its metrics and last checkpoint. Returns the status after the call."""
+    engine = get_engine()
+    with engine.begin() as conn:
+        row = conn.execute(RUN.select().where(RUN.c.id == run_id)).first()
+        if row is None:
+            raise KeyError(f"run {run_id} does not exist")
+        if row.status in FINAL_STATUSES:
+            return str(row.status)
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(cancel_requested=True))
+        was_queued = conn.execute(
+            update(RUN).where(RUN.c.id == run_id, RUN.c.status == RunStatus.queued)
+            .values(status=RunStatus.cancelled, finished_at=utcnow(), error="cancelled before it started")
+        ).rowcount == 1
+    if was_queued and row.task_id:
+        try:  # the worker would skip it anyway (the claim sees cancel_requested); revoke saves a delivery
+            _app(app).control.revoke(row.task_id)
+        except Exception:  # no broker reachable: the DB state is what counts
+            pass
+    return RunStatus.cancelled if was_queued else RunStatus.running
+
+
+def retry_run(run_id: int, app: Celery | None = None) -> int:
+    """Queue a failed or cancelled run again; it resumes from its last checkpoint. Returns the run id."""
+    engine = get_engine()
+    with engine.begin() as conn:
+        ok = conn.execute(
+            update(RUN).where(RUN.c.id == run_id, RUN.c.status.in_([RunStatus.failed, RunStatus.cancelled]))
+            .values(status=RunStatus.queued, cancel_requested=False, error=None, attempts=0, finished_at=None,
+                    worker=None)
+        ).rowcount == 1
+        if not ok:
+            row = conn.execute(RUN.select().where(RUN.c.id == run_id)).first()
+            if row is None:
+                raise KeyError(f"run {run_id} does not exist")
+            raise SubmitError(f"run {run_id} is {row.status}; only failed or cancelled runs can be retried")
+    _enqueue([run_id], app)
+    return run_id
+
+
+def requeue_stale(stale_after: float | None = None, include_queued: bool = False, app: Celery | None = None) -> list[int]:
+    """Re-enqueue runs whose worker died (running, heartbeat older than ``stale_after`` s) and, with
+    ``include_queued``, queued runs (after the embedded broker restarted empty). Safe to repeat:
+    each gets a new task id, so older copies of its message are ignored by the workers."""
+    from tasks.jobs import JobSettings
+
+    stale_after = JobSettings.from_env().stale_after if stale_after is None else stale_after
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    dead = and_(RUN.c.status == RunStatus.running, or_(RUN.c.heartbeat_at.is_(None), RUN.c.heartbeat_at < cutoff))
+    cond = or_(dead, RUN.c.status == RunStatus.queued) if include_queued else dead
+    engine = get_engine()
+    with engine.begin() as conn:
+        ids = [r.id for r in conn.execute(RUN.select().where(cond, RUN.c.cancel_requested == false())).all()]
+        if ids:
+            conn.execute(update(RUN).where(RUN.c.id.in_(ids)).values(status=RunStatus.queued))
+    _enqueue(ids, app)
+    return ids
+
+
+# --- reading ---------------------------------------------------------------------------------------
+def get_run(run_id: int) -> Run:
+    with session() as s:
+        run = s.get(Run, run_id)
+    if run is None:
+        raise KeyError(f"run {run_id} does not exist")
+    return run
+
+
+def list_runs(experiment_id: int | None = None, status: str | Sequence[str] | None = None, kind: str | None = None,
+              limit: int = 500, offset: int = 0) -> list[Run]:
+    """Newest first."""
+    q = select(Run)
+    if experiment_id is not None:
+        q = q.where(Run.experiment_id == experiment_id)
+    if status:
+        statuses = [status] if isinstance(status, str) else list(status)
+        bad = [x for x in statuses if x not in RunStatus.__members__]
+        if bad:
+            raise SubmitError(f"status: {bad[0]!r} is not one of {', '.join(RunStatus.__members__)}")
+        q = q.where(col(Run.status).in_(statuses))
+    if kind:
+        q = q.where(Run.kind == kind)
+    q = q.order_by(col(Run.id).desc()).offset(offset).limit(limit)
+    with session() as s:
+        return list(s.exec(q).all())
+
+
+def list_experiments(limit: int = 200) -> list[Experiment]:
+    with session() as s:
+        return list(s.exec(select(Experiment).order_by(col(Experiment.id).desc()).limit(limit)).all())
+
+
+def metrics_frame(run_id: int, scope: str = "epoch", names: Sequence[str] | None = None,
+                  after_step: int | None = None) -> pd.DataFrame:
+    """Columns step, epoch, name, value (long format). ``after_step`` fetches only newer points
+    (live charts append instead of reloading)."""
+    import pandas as pd
+
+    q = select(Metric.step, Metric.epoch, Metric.name, Metric.value).where(Metric.run_id == run_id, Metric.scope == scope)
+    if names:
+        q = q.where(col(Metric.name).in_(list(names)))
+    if after_step is not None:
+        q = q.where(Metric.step > after_step)
+    with session() as s:
+        rows = s.exec(q.order_by(col(Metric.step), col(Metric.name))).all()
+    return pd.DataFrame(rows, columns=["step", "epoch", "name", "value"])
+
+
+def eval_results_frame(run_ids: Sequence[int]) -> pd.DataFrame:
+    """Columns run_id, target, combiner, attack, accuracy, num_examples, extra (dict)."""
+    import pandas as pd
+
+    with session() as s:
+        rows = s.exec(select(EvalResult).where(col(EvalResult.run_id).in_(list(run_ids)))
+                      .order_by(col(EvalResult.run_id), col(EvalResult.id))).all()
+    return pd.DataFrame(
+        [(r.run_id, r.target, r.combiner, r.attack, r.accuracy, r.num_examples, r.extra) for r in rows],
+        columns=["run_id", "target", "combiner", "attack", "accuracy", "num_examples", "extra"],
+    )
+
+
+def member_stats_frame(run_id: int) -> pd.DataFrame:
+    """Columns epoch, member, statistic, value."""
+    import pandas as pd
+
+    with session() as s:
+        rows = s.exec(select(MemberStatRow.epoch, MemberStatRow.member, MemberStatRow.statistic, MemberStatRow.value)
+                      .where(MemberStatRow.run_id == run_id)
+                      .order_by(col(MemberStatRow.epoch), col(MemberStatRow.member))).all()
+    return pd.DataFrame(rows, columns=["epoch", "member", "statistic", "value"])
+
+
+def get_artifact(run_id: int, name: str) -> Any:
+    """The newest artifact ``name`` of the run as parsed JSON (None when absent)."""
+    with session() as s:
+        art = s.exec(select(Artifact).where(Artifact.run_id == run_id, Artifact.name == name)
+                     .order_by(col(Artifact.id).desc())).first()
+    return None if art is None else art.data
+
+
+def queue_lengths(app: Celery | None = None) -> dict[str, int]:
+    """Messages waiting per queue (Redis LLEN)."""
+    from tasks.celery_app import QUEUES
+
+    celery = _app(app)
+    with celery.connection_for_write() as conn:
+        client = conn.default_channel.client
+        return {q: int(client.llen(q)) for q in QUEUES}
+
+
+def workers(app: Celery | None = None, timeout: float = 1.0) -> list[str]:
+    """Host names of the workers answering a ping."""
+    replies = _app(app).control.ping(timeout=timeout) or []
+    return sorted(name for reply in replies for name in reply)

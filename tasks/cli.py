@@ -1,0 +1,427 @@
+"""``igat worker``, ``igat up``, ``igat submit``, ``igat runs``: the queue from the command line.
+
+Celery, Redis and the store are imported inside the command functions, so ``igat train`` and
+``igat --help`` never import the queue.
+
+    igat up [--port 8501] [--address 127.0.0.1] [--no-browser]   # broker + worker + dashboard
+    igat worker [--gpu 0] [--queues gpu,cpu]                       # one worker per GPU
+    igat submit CONFIG.yaml [--seeds 0,1,2] [--wait]
+    igat runs [list|show|cancel|retry|requeue-stale] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    w = subparsers.add_parser("worker", help="start a Celery worker for the gpu/cpu queues (one per GPU)",
+                              description="Start a Celery worker (prefork, concurrency 1). Without IGAT_BROKER_URL it "
+                              "joins the embedded broker of a running `igat up`, or starts one itself.")
+    w.add_argument("--queues", default="gpu,cpu", help="comma-separated queues to consume (default gpu,cpu)")
+    w.add_argument("--gpu", type=int, default=None, help="GPU index: sets CUDA_VISIBLE_DEVICES and the hostname gpuN@host")
+    w.add_argument("--hostname", default=None, help="worker node name (default igat@%%h or gpuN@%%h)")
+    w.add_argument("--concurrency", type=int, default=1, help="parallel runs (keep 1 per GPU)")
+    w.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"],
+                   help="prefork (default) gives revoke(terminate) and a fresh process per run")
+    w.add_argument("--loglevel", default="info")
+    w.set_defaults(func=cmd_worker)
+
+    u = subparsers.add_parser("up", help="start everything: embedded broker, a worker and the dashboard",
+                              description="One command for a single machine: an embedded Redis (unless IGAT_BROKER_URL "
+                              "is set), one worker and the Streamlit dashboard. Ctrl-C stops all of it.")
+    u.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
+    u.add_argument("--address", default="127.0.0.1", help="dashboard address (default 127.0.0.1; 0.0.0.0 to share)")
+    u.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    u.add_argument("--workers", type=int, default=1, help="workers to start (one per GPU; default 1)")
+    u.add_argument("--no-dashboard", action="store_true", help="broker and worker only")
+    u.set_defaults(func=cmd_up)
+
+    s = subparsers.add_parser("submit", help="queue a config (several seeds, an ablation) on the workers")
+    s.add_argument("config", help="YAML/JSON experiment config")
+    s.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (one run each)")
+    s.add_argument("--ablation", action="store_true", help="queue the iGAT ablation variants of the config")
+    s.add_argument("--name", default=None, help="experiment name (default: the config's name)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --set train.epochs=5 (repeatable)")
+    s.add_argument("--wait", action="store_true", help="wait until the runs finish and print their status")
+    s.set_defaults(func=cmd_submit)
+
+    r = subparsers.add_parser("runs", help="list, show, cancel or retry queued runs")
+    r.set_defaults(func=cmd_runs_list, experiment=None, status=None, limit=30, json=False)
+    rs = r.add_subparsers(dest="action", metavar="ACTION")
+    ls = rs.add_parser("list", help="list runs, newest first (default action)")
+    ls.add_argument("--experiment", type=int, default=None)
+    ls.add_argument("--status", default=None, help="queued|running|succeeded|failed|cancelled")
+    ls.add_argument("--limit", type=int, default=30)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_runs_list)
+    sh = rs.add_parser("show", help="a run's fields, last metrics and evaluation")
+    sh.add_argument("run_id", type=int)
+    sh.set_defaults(func=cmd_runs_show)
+    for name, fn, text in (("cancel", cmd_runs_cancel, "cancel runs (queued: now; running: at the next batch)"),
+                           ("retry", cmd_runs_retry, "queue failed/cancelled runs again (resume from checkpoint)")):
+        p = rs.add_parser(name, help=text)
+        p.add_argument("run_ids", type=int, nargs="+")
+        p.set_defaults(func=fn)
+    rq = rs.add_parser("requeue-stale", help="re-enqueue running runs whose worker died (stale heartbeat)")
+    rq.add_argument("--stale-after", type=float, default=None, help="seconds (default IGAT_STALE_AFTER or 120)")
+    rq.set_defaults(func=cmd_runs_requeue)
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+def _err(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _set_pdeathsig(sig: int) -> None:
+    """preexec_fn (Linux): the child gets ``sig`` when `igat up` dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)
+
+
+def _ensure_broker() -> tuple[str, object | None]:
+    """(broker URL, the EmbeddedRedis we started or None)."""
+    from tasks.broker import EmbeddedRedis, configured_url
+
+    url = configured_url()
+    if url:
+        return url, None
+    broker = EmbeddedRedis().start()
+    broker.publish()
+    os.environ["IGAT_BROKER_URL"] = broker.url  # our children use it too
+    return broker.url, broker
+
+
+def _pool_child_dies_with_worker(**_kwargs) -> None:
+    # Celery prefork children do not inherit PDEATHSIG: if the worker main process is killed, its
+    # pool child (the one training) must not go on alone.
+    _set_pdeathsig(signal.SIGKILL)
+
+
+# --- igat worker ------------------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        return _err("--concurrency must be >= 1")
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    from tasks.celery_app import QUEUES
+
+    bad = [q for q in queues if q not in QUEUES]
+    if not queues or bad:
+        return _err(f"--queues: {', '.join(bad) or 'empty'} not allowed; choose from {', '.join(QUEUES)}")
+    if args.gpu is not None:
+        if args.gpu < 0:
+            return _err("--gpu must be a GPU index >= 0")
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    hostname = args.hostname or (f"gpu{args.gpu}@%h" if args.gpu is not None else "igat@%h")
+
+    from celery.signals import worker_process_init
+
+    from tasks.celery_app import make_celery
+    from tasks.store import igat_home, init_db
+
+    url, broker = _ensure_broker()
+    if broker is not None:
+        print(f"embedded broker started at {url} (published in {igat_home() / 'broker.json'})", flush=True)
+    init_db()  # migrate once here, not in every pool process
+    import igat.training  # noqa: F401  (preload torch + igat before forking: each run starts warm)
+
+    worker_process_init.connect(_pool_child_dies_with_worker, weak=False)
+    app = make_celery(url)
+    state_dir = igat_home() / "workers"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["worker", "-Q", ",".join(queues), "-c", str(args.concurrency), "-P", args.pool, "-n", hostname,
+            "--loglevel", args.loglevel, f"--statedb={state_dir / '%n.state'}"]
+    try:
+        app.worker_main(argv)
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+# --- igat up --------------------------------------------------------------------------------------
+def _dashboard_entry() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("app")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        entry = Path(loc) / "main.py"
+        if entry.exists():
+            return entry
+    return None
+
+
+def _wait_http(url: str, timeout: float, alive) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def _release_interrupted(worker_names: list[str]) -> list[int]:
+    """Runs our workers were on when we stopped go back to queued (the next start resumes them)."""
+    from sqlalchemy import update
+
+    from tasks.store import Run, RunStatus, get_engine
+
+    table = Run.__table__
+    with get_engine().begin() as conn:
+        ids = [r.id for r in conn.execute(table.select().where(
+            table.c.status == RunStatus.running, table.c.worker.in_(worker_names))).all()]
+        if ids:
+            conn.execute(update(table).where(table.c.id.in_(ids)).values(status=RunStatus.queued))
+    return ids
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        return _err(f"--port must be in 1..65535, got {args.port}")
+    if args.workers < 1:
+        return _err("--workers must be >= 1")
+    entry = None if args.no_dashboard else _dashboard_entry()
+    if not args.no_dashboard and entry is None:
+        return _err("the dashboard entry app/main.py was not found (install the app package, or use --no-dashboard)")
+
+    from tasks import api
+    from tasks.jobs import JobSettings
+    from tasks.store import database_url, igat_home, init_db
+
+    stopping = {"flag": False}
+
+    def _on_signal(signum, _frame):
+        stopping["flag"] = True
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    children: list[tuple[str, subprocess.Popen]] = []
+    broker = None
+    worker_names: list[str] = []
+    rc = 0
+    try:
+        url, broker = _ensure_broker()
+        init_db()
+        print(f"iGAT Lab home: {igat_home()}\ndatabase: {database_url()}\nbroker: {url}"
+              f"{' (embedded)' if broker is not None else ''}", flush=True)
+        if broker is not None:
+            # A fresh embedded broker holds no messages: runs left queued or running by a previous
+            # session (heartbeat stopped) are enqueued again and resume from their checkpoints.
+            settings = JobSettings.from_env()
+            requeued = api.requeue_stale(stale_after=3 * settings.heartbeat_seconds, include_queued=True)
+            if requeued:
+                print(f"re-queued runs from a previous session: {', '.join(map(str, requeued))}", flush=True)
+        env = {**os.environ, "IGAT_BROKER_URL": url}
+        host = socket.gethostname()
+        for i in range(args.workers):
+            name = f"igat-up-{os.getpid()}-{i}@{host}"
+            worker_names.append(name)
+            cmd = [sys.executable, "-m", "igat", "worker", "--hostname", name, "--loglevel", "warning"]
+            wenv = dict(env)
+            if args.workers > 1:
+                wenv["CUDA_VISIBLE_DEVICES"] = str(i)
+            children.append(("worker", subprocess.Popen(cmd, env=wenv, start_new_session=True,
+                                                         preexec_fn=lambda: _set_pdeathsig(signal.SIGKILL))))
+        if entry is not None:
+            cmd = [sys.executable, "-m", "streamlit", "run", str(entry), "--server.port", str(args.port),
+                   "--server.address", args.address, "--server.headless", "true" if args.no_browser else "false",
+                   "--browser.gatherUsageStats", "false"]
+            dash = subprocess.Popen(cmd, env=env, start_new_session=True, cwd=str(entry.parent.parent),
+                                    preexec_fn=lambda: _set_pdeathsig(signal.SIGTERM))
+            children.append(("dashboard", dash))
+            shown = "127.0.0.1" if args.address in ("0.0.0.0", "::", "") else args.address
+            if _wait_http(f"http://{shown}:{args.port}/_stcore/health", 90, lambda: dash.poll() is None and not stopping["flag"]):
+                print(f"iGAT Lab dashboard: http://{shown}:{args.port}  (Ctrl-C stops everything)", flush=True)
+        else:
+            print("worker running without dashboard (Ctrl-C stops everything)", flush=True)
+        while not stopping["flag"]:
+            dead = [(n, p) for n, p in children if p.poll() is not None]
+            if dead:
+                name, proc = dead[0]
+                print(f"error: the {name} exited with code {proc.returncode}; stopping", file=sys.stderr, flush=True)
+                rc = 1
+                break
+            time.sleep(0.5)
+    except Exception as exc:  # noqa: BLE001 - report, then clean up below
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        rc = 1
+    finally:
+        print("stopping ...", flush=True)
+        for _name, proc in reversed(children):
+            _stop_group(proc, 15)
+        if worker_names:
+            try:
+                released = _release_interrupted(worker_names)
+                if released:
+                    print(f"interrupted runs {', '.join(map(str, released))} will resume from their last checkpoint "
+                          "at the next `igat up`", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                print(f"warning: could not release interrupted runs: {exc}", file=sys.stderr)
+        if broker is not None:
+            broker.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return rc
+
+
+# --- igat submit ----------------------------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace) -> int:
+    from igat.config import ConfigError, ExperimentConfig, with_overrides
+    from tasks import api
+
+    try:
+        cfg = ExperimentConfig.load(args.config)
+        if args.overrides:
+            cfg = with_overrides(cfg, args.overrides)
+    except FileNotFoundError:
+        return _err(f"config file not found: {args.config}")
+    except ConfigError as exc:
+        return _err("invalid config:\n" + "\n".join(f"  {f}: {m}" for f, m in exc.errors))
+    try:
+        if args.seeds and args.ablation:
+            return _err("use either --seeds or --ablation")
+        if args.seeds:
+            try:
+                seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+            except ValueError:
+                return _err(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+            exp_id, run_ids = api.submit_seeds(cfg, seeds, args.name)
+        elif args.ablation:
+            exp_id, run_ids = api.submit_ablation(cfg, args.name)
+        else:
+            exp_id, run_ids = api.submit_runs([cfg], args.name or cfg.name)
+    except (api.SubmitError, ConnectionError, RuntimeError) as exc:
+        return _err(str(exc))
+    print(f"experiment {exp_id}: queued runs {', '.join(map(str, run_ids))}", flush=True)
+    if not args.wait:
+        return 0
+    from tasks.store import FINAL_STATUSES
+
+    while True:
+        runs = [api.get_run(r) for r in run_ids]
+        if all(r.status in FINAL_STATUSES for r in runs):
+            break
+        time.sleep(2)
+    for r in runs:
+        print(f"run {r.id} {r.name}: {r.status}" + (f" - {r.error.splitlines()[0]}" if r.error else ""))
+    return 0 if all(r.status == "succeeded" for r in runs) else 1
+
+
+# --- igat runs ------------------------------------------------------------------------------------
+def _fmt_time(dt) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else "-"
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    try:
+        runs = api.list_runs(experiment_id=args.experiment, status=args.status, limit=args.limit)
+    except api.SubmitError as exc:
+        return _err(str(exc))
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json", exclude={"config_json"}) for r in runs], indent=2))
+        return 0
+    print(f"{'id':>5} {'exp':>4} {'kind':<8} {'status':<10} {'epoch':>9} {'prog':>5} {'name':<32} worker")
+    for r in runs:
+        print(f"{r.id:>5} {r.experiment_id or '-':>4} {r.kind:<8} {r.status:<10} {f'{r.epoch}/{r.total_epochs}':>9} "
+              f"{r.progress:>5.0%} {r.name[:32]:<32} {r.worker or '-'}")
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    try:
+        run = api.get_run(args.run_id)
+    except KeyError as exc:
+        return _err(str(exc.args[0]))
+    for field in ("id", "name", "kind", "status", "experiment_id", "defense", "igat", "seed", "variant", "epoch",
+                  "total_epochs", "progress", "attempts", "worker", "checkpoint_path"):
+        print(f"{field:>16}: {getattr(run, field)}")
+    for field in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+        print(f"{field:>16}: {_fmt_time(getattr(run, field))}")
+    if run.error:
+        print(f"{'error':>16}: {run.error}")
+    epochs = api.metrics_frame(run.id, "epoch")
+    if len(epochs):
+        last = epochs[epochs.step == epochs.step.max()]
+        print("last epoch metrics:")
+        for _, row in last.iterrows():
+            print(f"  {row['name']:<32} {row['value']:.4f}")
+    ev = api.eval_results_frame([run.id])
+    if len(ev):
+        print("evaluation:")
+        for _, row in ev.iterrows():
+            print(f"  {row['target']:<10} {row['combiner']:<8} {row['attack']:<12} {row['accuracy']:.4f}")
+    return 0
+
+
+def cmd_runs_cancel(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    rc = 0
+    for rid in args.run_ids:
+        try:
+            print(f"run {rid}: {api.cancel_run(rid)}")
+        except KeyError as exc:
+            rc = _err(str(exc.args[0]))
+    return rc
+
+
+def cmd_runs_retry(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    rc = 0
+    for rid in args.run_ids:
+        try:
+            api.retry_run(rid)
+            print(f"run {rid}: queued again")
+        except (KeyError, api.SubmitError, ConnectionError) as exc:
+            rc = _err(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+    return rc
+
+
+def cmd_runs_requeue(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    try:
+        ids = api.requeue_stale(args.stale_after)
+    except ConnectionError as exc:
+        return _err(str(exc))
+    print(f"re-queued: {', '.join(map(str, ids)) or 'none'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Alembic migrations of the experiment store (see tasks/migrate.py)."""

@@ -1,0 +1,28 @@
+"""run.params_json: task parameters outside the experiment config (theory params, eval checkpoint)
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-25 14:32:41.934958
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0002'
+down_revision: str | None = '0001'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('run', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('params_json', sa.Text(), server_default='{}', nullable=False))
+
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('run', schema=None) as batch_op:
+        batch_op.drop_column('params_json')
+

@@ -1,0 +1,38 @@
+import yaml
+
+from igat.cli import main
+from igat.config import ExperimentConfig
+from igat.training import load_checkpoint
+from tests.helpers import synthetic_config
+
+
+def test_config_command_prints_recommended_defaults(capsys):
+    assert main(["config", "--defense", "pgd_at"]) == 0
+    cfg = ExperimentConfig.from_dict(yaml.safe_load(capsys.readouterr().out))
+    assert cfg.defense.name == "pgd_at" and cfg.defense.params["steps"] == 10
+
+
+def test_train_command_trains_and_summarises(tmp_path, capsys):
+    cfg = synthetic_config(output_dir=str(tmp_path / "out"))
+    path = tmp_path / "c.yaml"
+    cfg.save(path)
+    assert main(["train", str(path), "--set", "train.epochs=2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint:" in out and "test_nat_acc_average" in out
+    assert load_checkpoint(tmp_path / "out")["epoch"] == 2
+
+
+def test_train_command_rejects_bad_config_naming_the_field(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  num_members: 0\ndefense:\n  name: pgd_at\n  params:\n    eps: -1\n")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.num_members" in err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_list_command(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "pgd_at" in out and "average" in out
