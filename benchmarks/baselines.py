@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from igat.config import ExperimentConfig  # noqa: E402
-from igat.data import DataNotFoundError, load_dataset  # noqa: E402
+from igat.data import DataNotFoundError, Dataset, equidistant_indices, load_dataset  # noqa: E402
 from igat.defenses import DEFENSES  # noqa: E402
 from igat.evaluation import evaluate_ensemble  # noqa: E402
 from igat.training.trainer import Trainer  # noqa: E402
@@ -54,7 +54,7 @@ def shortened_params(name: str, steps: int) -> dict:
 def make_config(name: str, args: argparse.Namespace, dataset: str) -> ExperimentConfig:
     rec = {k: dict(v) for k, v in DEFENSES.get(name).recommended.items()}
     optim = {**rec.get("optim", {}), "milestones": []}
-    data = {**rec.get("data", {}), "dataset": dataset, "train_subset": args.train}
+    data = {**rec.get("data", {}), "dataset": dataset}
     if dataset == "synthetic":
         data.update(synthetic_train_size=max(args.train, 16), synthetic_test_size=max(args.eval, 16))
     model = {**rec.get("model", {}), "num_members": args.members}
@@ -64,6 +64,14 @@ def make_config(name: str, args: argparse.Namespace, dataset: str) -> Experiment
         "defense": {"name": name, "params": shortened_params(name, args.train_steps)},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "eval_examples": 0, "log_every": 1000},
     })
+
+
+def training_subset(data: Dataset, n: int) -> Dataset:
+    """n equidistant training images: the JPEG ImageFolder is sorted by class, so the first n
+    (``data.train_subset``) would all be airplanes; a stride keeps the classes balanced."""
+    idx = equidistant_indices(len(data.train_x), n)
+    return Dataset(data.train_x[idx], data.train_y[idx], data.test_x, data.test_y, data.num_classes,
+                   data.mean, data.std, data.source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.defenses:
         cfg = make_config(name, args, dataset)
         with tempfile.TemporaryDirectory() as out:
-            trainer = Trainer(cfg, output_dir=out, resume=False)
+            data = training_subset(load_dataset(cfg.data, cfg.seed), args.train)
+            trainer = Trainer(cfg, output_dir=out, resume=False, dataset=data)
             t0 = time.perf_counter()
             trainer.fit()
             train_s = time.perf_counter() - t0

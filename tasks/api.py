@@ -64,6 +64,20 @@ def _app(app: Celery | None) -> Celery:
     return get_app()
 
 
+def _publisher(app: Celery | None) -> Celery:
+    """The app, after checking that its broker answers (fail fast, before any row is written)."""
+    celery = _app(app)
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=5)
+    except Exception as exc:
+        from kombu.utils.url import maybe_sanitize_url
+
+        url = maybe_sanitize_url(str(celery.conf.broker_url))
+        raise ConnectionError(f"the broker at {url} is unreachable ({exc}); is `igat up` / Redis running?") from exc
+    return celery
+
+
 def _as_config(cfg: ExperimentConfig | dict[str, Any] | str) -> ExperimentConfig:
     from igat.config import ExperimentConfig
 
@@ -80,11 +94,10 @@ def _new_task_id(run_id: int) -> str:
     return f"igat-run-{run_id}-{uuid.uuid4().hex[:12]}"
 
 
-def _enqueue(run_ids: Sequence[int], app: Celery | None = None) -> None:
+def _enqueue(run_ids: Sequence[int], celery: Celery) -> None:
     """Give each run a fresh task id, then send the group. On a broker error the runs are failed."""
     if not run_ids:
         return
-    celery = _app(app)
     engine = get_engine()
     with session() as s:
         runs = {r.id: r for r in s.exec(select(Run).where(col(Run.id).in_(list(run_ids)))).all()}
@@ -102,7 +115,9 @@ def _enqueue(run_ids: Sequence[int], app: Celery | None = None) -> None:
             for sig in sigs:
                 sig.apply_async(producer=producer)
     except Exception as exc:
-        msg = f"could not enqueue: the broker at {celery.conf.broker_url} is unreachable ({exc})"
+        from kombu.utils.url import maybe_sanitize_url
+
+        msg = f"could not enqueue: the broker at {maybe_sanitize_url(str(celery.conf.broker_url))} failed ({exc})"
         with engine.begin() as conn:
             conn.execute(update(RUN).where(RUN.c.id.in_(list(run_ids)), RUN.c.status == RunStatus.queued)
                          .values(status=RunStatus.failed, error=msg, finished_at=utcnow()))
@@ -137,6 +152,7 @@ def submit_runs(
     if not name:
         raise SubmitError("experiment_name: must not be empty")
     parsed = [_as_config(c) for c in configs]  # raises ConfigError naming the field
+    celery = _publisher(app)  # before any row is written: no broker, no orphaned queued runs
     params_json = json.dumps(params or {})
     with session() as s:
         exp = Experiment(name=name, kind=kind, notes=notes)
@@ -157,7 +173,7 @@ def submit_runs(
             runs.append(run)
         s.commit()
         exp_id, run_ids = int(exp.id), [int(r.id) for r in runs]
-    _enqueue(run_ids, app)
+    _enqueue(run_ids, celery)
     return exp_id, run_ids
 
 
@@ -174,7 +190,9 @@ def submit_seeds(config: ExperimentConfig | dict[str, Any], seeds: Sequence[int]
         if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= 2**31 - 1:
             raise SubmitError(f"seeds: {s!r} is not an integer in [0, 2147483647]")
     configs = [_as_config({**base.to_dict(), "seed": s}) for s in seeds]
-    return submit_runs(configs, experiment_name or base.name, kind="seeds", variants=[f"seed{s}" for s in seeds], app=app)
+    # Seeds of one setting share the method; Run.variant stays empty (it labels ablation variants,
+    # which the reports group by), and the run names carry "-seed<N>".
+    return submit_runs(configs, experiment_name or base.name, kind="seeds", app=app)
 
 
 def submit_ablation(config: ExperimentConfig | dict[str, Any], experiment_name: str | None = None,
@@ -268,19 +286,20 @@ def cancel_run(run_id: int, app: Celery | None = None) -> str:
 
 def retry_run(run_id: int, app: Celery | None = None) -> int:
     """Queue a failed or cancelled run again; it resumes from its last checkpoint. Returns the run id."""
-    engine = get_engine()
-    with engine.begin() as conn:
+    retryable = [RunStatus.failed, RunStatus.cancelled]
+    run = get_run(run_id)  # KeyError when absent
+    if run.status not in retryable:
+        raise SubmitError(f"run {run_id} is {run.status}; only failed or cancelled runs can be retried")
+    celery = _publisher(app)
+    with get_engine().begin() as conn:
         ok = conn.execute(
-            update(RUN).where(RUN.c.id == run_id, RUN.c.status.in_([RunStatus.failed, RunStatus.cancelled]))
+            update(RUN).where(RUN.c.id == run_id, RUN.c.status.in_(retryable))
             .values(status=RunStatus.queued, cancel_requested=False, error=None, attempts=0, finished_at=None,
                     worker=None)
         ).rowcount == 1
-        if not ok:
-            row = conn.execute(RUN.select().where(RUN.c.id == run_id)).first()
-            if row is None:
-                raise KeyError(f"run {run_id} does not exist")
-            raise SubmitError(f"run {run_id} is {row.status}; only failed or cancelled runs can be retried")
-    _enqueue([run_id], app)
+    if not ok:  # someone else retried it in between
+        raise SubmitError(f"run {run_id} is {get_run(run_id).status}; only failed or cancelled runs can be retried")
+    _enqueue([run_id], celery)
     return run_id
 
 
@@ -294,12 +313,13 @@ def requeue_stale(stale_after: float | None = None, include_queued: bool = False
     cutoff = utcnow() - timedelta(seconds=stale_after)
     dead = and_(RUN.c.status == RunStatus.running, or_(RUN.c.heartbeat_at.is_(None), RUN.c.heartbeat_at < cutoff))
     cond = or_(dead, RUN.c.status == RunStatus.queued) if include_queued else dead
+    celery = _publisher(app)
     engine = get_engine()
     with engine.begin() as conn:
         ids = [r.id for r in conn.execute(RUN.select().where(cond, RUN.c.cancel_requested == false())).all()]
         if ids:
             conn.execute(update(RUN).where(RUN.c.id.in_(ids)).values(status=RunStatus.queued))
-    _enqueue(ids, app)
+    _enqueue(ids, celery)
     return ids
 
 

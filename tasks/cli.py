@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     w.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"],
                    help="prefork (default) gives revoke(terminate) and a fresh process per run")
     w.add_argument("--loglevel", default="info")
+    w.add_argument("--no-recover", action="store_true",
+                   help="do not re-enqueue runs whose worker died (stale heartbeat) at start-up; leave them to "
+                   "Redis' visibility timeout")
     w.set_defaults(func=cmd_worker)
 
     u = subparsers.add_parser("up", help="start everything: embedded broker, a worker and the dashboard",
@@ -43,6 +46,7 @@ def register(subparsers) -> None:
     u.add_argument("--no-browser", action="store_true", help="do not open a browser")
     u.add_argument("--workers", type=int, default=1, help="workers to start (one per GPU; default 1)")
     u.add_argument("--no-dashboard", action="store_true", help="broker and worker only")
+    u.add_argument("--loglevel", default="warning", help="worker log level (default warning)")
     u.set_defaults(func=cmd_up)
 
     s = subparsers.add_parser("submit", help="queue a config (several seeds, an ablation) on the workers")
@@ -139,6 +143,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     worker_process_init.connect(_pool_child_dies_with_worker, weak=False)
     app = make_celery(url)
+    if not args.no_recover:
+        # A starting worker is the natural moment to pick up runs whose worker died: their message
+        # would otherwise only come back after the (long) visibility timeout.
+        from tasks import api
+
+        try:
+            recovered = api.requeue_stale(app=app)
+        except Exception as exc:  # noqa: BLE001 - recovery is best effort; the worker must start
+            print(f"warning: could not re-enqueue stale runs: {exc}", file=sys.stderr, flush=True)
+        else:
+            if recovered:
+                print(f"re-enqueued runs whose worker died: {', '.join(map(str, recovered))}", flush=True)
     state_dir = igat_home() / "workers"
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = ["worker", "-Q", ",".join(queues), "-c", str(args.concurrency), "-P", args.pool, "-n", hostname,
@@ -236,7 +252,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         url, broker = _ensure_broker()
         init_db()
-        print(f"iGAT Lab home: {igat_home()}\ndatabase: {database_url()}\nbroker: {url}"
+        from kombu.utils.url import maybe_sanitize_url
+        from sqlalchemy.engine import make_url
+
+        print(f"iGAT Lab home: {igat_home()}\ndatabase: {make_url(database_url()).render_as_string(hide_password=True)}"
+              f"\nbroker: {maybe_sanitize_url(url)}"
               f"{' (embedded)' if broker is not None else ''}", flush=True)
         if broker is not None:
             # A fresh embedded broker holds no messages: runs left queued or running by a previous
@@ -250,7 +270,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for i in range(args.workers):
             name = f"igat-up-{os.getpid()}-{i}@{host}"
             worker_names.append(name)
-            cmd = [sys.executable, "-m", "igat", "worker", "--hostname", name, "--loglevel", "warning"]
+            cmd = [sys.executable, "-m", "igat", "worker", "--hostname", name, "--loglevel", args.loglevel]
             wenv = dict(env)
             if args.workers > 1:
                 wenv["CUDA_VISIBLE_DEVICES"] = str(i)
@@ -268,6 +288,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 print(f"iGAT Lab dashboard: http://{shown}:{args.port}  (Ctrl-C stops everything)", flush=True)
         else:
             print("worker running without dashboard (Ctrl-C stops everything)", flush=True)
+        next_sweep = time.monotonic() + 60
         while not stopping["flag"]:
             dead = [(n, p) for n, p in children if p.poll() is not None]
             if dead:
@@ -275,6 +296,17 @@ def cmd_up(args: argparse.Namespace) -> int:
                 print(f"error: the {name} exited with code {proc.returncode}; stopping", file=sys.stderr, flush=True)
                 rc = 1
                 break
+            if broker is not None and time.monotonic() > next_sweep:
+                # Runs left 'running' by a previous session that was killed outright only turn stale
+                # after a while; with the embedded broker nobody else would ever pick them up.
+                next_sweep = time.monotonic() + 60
+                try:
+                    requeued = api.requeue_stale()
+                except Exception as exc:  # noqa: BLE001 - best effort; the next sweep retries
+                    print(f"warning: stale-run sweep failed: {exc}", file=sys.stderr, flush=True)
+                else:
+                    if requeued:
+                        print(f"re-queued stale runs: {', '.join(map(str, requeued))}", flush=True)
             time.sleep(0.5)
     except Exception as exc:  # noqa: BLE001 - report, then clean up below
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -72,6 +72,14 @@ def _upgrade_on(conn: Connection) -> None:
         command.stamp(alembic_config(conn), legacy)
     if current_revision(conn) != head_revision():
         command.upgrade(alembic_config(conn), "head")
+    if legacy is not None:
+        # An early create_all database may lack tables added to the models before migrations
+        # existed (e.g. artifact); create whatever is missing (checkfirst, existing data untouched).
+        from sqlmodel import SQLModel
+
+        import tasks.store  # noqa: F401  (the tables)
+
+        SQLModel.metadata.create_all(conn)
 
 
 def upgrade(engine: Engine) -> None:

@@ -208,7 +208,7 @@ def theory_result(tmp_path_factory):
                            train={"batch_size": 32, "eval_examples": 16, "eval_pgd_steps": 1})
     ckpt = Trainer(cfg, output_dir=out).fit().checkpoint
     params = {"num_examples": 12, "delta_mode": "sign", "pair_pool": 32, "k_pairs": 10, "spectral_examples": 3,
-              "bootstrap_resamples": 200, "device": "cpu"}
+              "bootstrap_resamples": 200, "device": "cpu", "reference_checkpoint": ckpt}
     return ckpt, run_diagnostics(ckpt, params)
 
 
@@ -223,6 +223,9 @@ def test_run_diagnostics_keys_and_json(theory_result):
     z = res["zero_one"]
     assert z["num_model_pairs"] == 1 and 0 <= z["single"]["mean"] <= 1
     assert set(res["spectral"]["targets"]) == {"member_0", "member_1"} and res["spectral"]["B0"] > 0
+    # the reference (here: the same checkpoint, same seed) gives the same curvature values
+    ref = res["reference"]["curvature"]["targets"]
+    assert ref["member_1"]["values"] == res["curvature"]["targets"]["member_1"]["values"]
     from igat.theory import run_diagnostics
 
     with pytest.raises(ConfigError, match="params.k_pairs"):

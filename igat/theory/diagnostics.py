@@ -61,7 +61,7 @@ class TheoryParams(BaseModel):
     lambda_quantile: float = Field(1.0, gt=0.0, le=1.0, description="lambda~ = this quantile of the curvature")
     lambda_tilde: float | None = Field(None, gt=0.0, description="override the measured lambda~")
     B: float | None = Field(None, gt=0.0, description="override the measured B = max ||M_h^+||")
-    spectral_examples: int = Field(16, ge=0, le=5000, description="examples for ||M_h||, ||M_h^+|| (0: skip)")
+    spectral_examples: int = Field(16, ge=0, le=5000, description="first curvature examples used for ||M_h||, ||M_h^+|| (0: skip)")
     ci_method: Literal["wilson", "bootstrap"] = "bootstrap"
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     bootstrap_resamples: int = Field(1000, ge=100, le=100000)

@@ -131,11 +131,11 @@ def thread_worker(celery_app):
 class WorkerProcess:
     """``igat worker`` in its own process group (SIGKILL takes the pool children with it)."""
 
-    def __init__(self, env: dict[str, str], name: str, log: Path) -> None:
+    def __init__(self, env: dict[str, str], name: str, log: Path, *extra: str) -> None:
         self.name = name
         self.log = log
         self._fh = open(log, "ab")
-        cmd = [sys.executable, "-m", "igat", "worker", "--hostname", f"{name}@%h", "--loglevel", "info"]
+        cmd = [sys.executable, "-m", "igat", "worker", "--hostname", f"{name}@%h", "--loglevel", "info", *extra]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **env}, stdout=self._fh,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -157,11 +157,11 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_process(platform_env, tmp_path) -> Iterator[Callable[[str], WorkerProcess]]:
+def worker_process(platform_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(name: str) -> WorkerProcess:
-        w = WorkerProcess(platform_env, f"{name}-{uuid.uuid4().hex[:6]}", tmp_path / f"{name}.log")
+    def start(name: str, *extra: str) -> WorkerProcess:
+        w = WorkerProcess(platform_env, f"{name}-{uuid.uuid4().hex[:6]}", tmp_path / f"{name}.log", *extra)
         started.append(w)
         return w
 

@@ -85,6 +85,19 @@ def test_submit_run_succeeds_with_metrics_and_evaluation(thread_worker, celery_a
     else:
         assert th.status == "failed" and "igat.theory has no run_diagnostics" in th.error
 
+    # iGAT fine-tuning of the trained checkpoint (the parent's checkpoint becomes igat.init_checkpoint)
+    ft_cfg = cfg.to_dict()
+    ft_cfg["igat"].update(enabled=True, attack={"steps": 1})
+    ft_cfg["train"]["epochs"] = 1
+    ft_cfg["eval"]["attacks"] = [{"name": "natural"}]
+    _, (ft_id,) = api.submit_finetune(run_id, ft_cfg, app=celery_app)
+    ft = wait_final(ft_id)
+    assert ft.status == "succeeded", ft.error
+    assert ft.kind == "finetune" and ft.igat and ft.parent_run_id == run_id
+    assert ft.config["igat"]["init_checkpoint"] == run.checkpoint_path
+    stats = api.member_stats_frame(ft_id)
+    assert len(stats) > 0 and set(stats.epoch) == {1}
+
 
 def test_bad_config_sent_to_the_task_fails_without_killing_the_worker(thread_worker, celery_app):
     with session() as s:
@@ -153,7 +166,8 @@ def test_worker_killed_mid_run_is_resumed_by_a_new_worker(worker_process, platfo
     app = make_celery(platform_env["IGAT_BROKER_URL"])
     cfg = tiny_config(epochs=3, train_size=1024)  # 32 steps per epoch
     _, (run_id,) = api.submit_runs([cfg], "crash", app=app)
-    first = worker_process("first")
+    # --no-recover: the new worker must get the run through Redis' redelivery of the unacked message
+    first = worker_process("first", "--no-recover")
     # kill once epoch 1 is checkpointed and epoch 2 has written some step metrics
     wait_for(lambda: run_row(run_id).checkpoint_path and max(metric_steps(run_id, "loss") or [0]) > 32 + 3, 120,
              "epoch 2 in progress", interval=0.1)
@@ -162,10 +176,12 @@ def test_worker_killed_mid_run_is_resumed_by_a_new_worker(worker_process, platfo
     assert dead.status == "running" and dead.attempts == 1
     written_before = metric_steps(run_id, "loss")
     assert written_before[-1] < 3 * 32, "the run finished before the kill; make it longer"
-    second = worker_process("second")
+    second = worker_process("second", "--no-recover")
     run = wait_final(run_id, 150)
     assert run.status == "succeeded", f"{run.error}\n--- worker log ---\n{second.output()[-3000:]}"
     assert run.attempts == 2 and run.worker.startswith(second.name)
+    assert second.output().count(f"igat-run-{run_id}-") >= 1  # the original message (same task id), redelivered
+    assert run.task_id == dead.task_id
     attempts = api.get_artifact(run_id, "attempts")
     assert len(attempts) == 2 and attempts[0]["start_epoch"] == 0 and attempts[1]["start_epoch"] >= 1
     # no gaps, no duplicates: every step once, every epoch once
@@ -177,3 +193,27 @@ def test_worker_killed_mid_run_is_resumed_by_a_new_worker(worker_process, platfo
         stats = s.exec(select(MemberStatRow).where(MemberStatRow.run_id == run_id)).all()
         assert len({(m.epoch, m.member, m.statistic) for m in stats}) == len(stats)
     app.close()
+
+
+def test_requeue_stale_recovers_a_run_whose_message_was_lost(thread_worker, celery_app):
+    from datetime import timedelta
+
+    from tasks.store import utcnow
+
+    with session() as s:  # a worker died mid-run and its message is gone (e.g. a broker restart)
+        run = Run(name="lost", config_json=tiny_config(epochs=1).to_json(), status="running", attempts=1,
+                  task_id="igat-run-lost", worker="dead@host", heartbeat_at=utcnow() - timedelta(seconds=60))
+        fresh = Run(name="alive", config_json=tiny_config(epochs=1).to_json(), status="running", attempts=1,
+                    task_id="igat-run-alive", worker="alive@host", heartbeat_at=utcnow() + timedelta(seconds=600))
+        s.add_all([run, fresh])
+        s.commit()
+        lost, alive = run.id, fresh.id
+    ids = api.requeue_stale(stale_after=3, app=celery_app)
+    assert lost in ids and alive not in ids
+    done = wait_final(lost)
+    assert done.status == "succeeded", done.error
+    assert done.attempts == 2 and done.task_id != "igat-run-lost"
+    assert run_row(alive).status == "running"  # a live run is left alone
+    celery_app.send_task("igat.train", args=(lost,), task_id="igat-run-lost")  # the old message, if it reappears
+    time.sleep(1.5)
+    assert run_row(lost).attempts == 2  # ... is recognised as superseded and does nothing

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -83,7 +84,7 @@ def test_igat_up_runs_submitted_work_and_cleans_up_on_sigterm(tmp_path):
     env.pop("IGAT_BROKER_URL", None)
     env.pop("IGAT_REDIS_PREFIX", None)
     log = open(tmp_path / "up.log", "w+")
-    up = subprocess.Popen([sys.executable, "-m", "igat", "up", "--no-dashboard"], cwd=REPO, env=env, stdout=log,
+    up = subprocess.Popen([sys.executable, "-m", "igat", "up", "--no-dashboard", "--loglevel", "info"], cwd=REPO, env=env, stdout=log,
                           stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "Ctrl-C stops everything" in (tmp_path / "up.log").read_text(), 60, "igat up to start")
@@ -93,18 +94,27 @@ def test_igat_up_runs_submitted_work_and_cleans_up_on_sigterm(tmp_path):
         from tests.integration.test_platform import tiny_config
 
         tiny_config(epochs=1).save(cfg)
+        t0 = time.monotonic()
         sub = subprocess.run([sys.executable, "-m", "igat", "submit", str(cfg), "--seeds", "0,1", "--wait"], cwd=REPO,
                              env=env, capture_output=True, text=True, timeout=180)
-        assert sub.returncode == 0, sub.stdout + sub.stderr
+        print(f"submit --wait took {time.monotonic() - t0:.1f} s")
+        assert sub.returncode == 0, sub.stdout + sub.stderr + (tmp_path / "up.log").read_text()[-4000:]
         assert sub.stdout.count(": succeeded") == 2, sub.stdout
-        listing = subprocess.run([sys.executable, "-m", "igat", "runs"], cwd=REPO, env=env, capture_output=True,
-                                 text=True, timeout=60)
-        assert listing.returncode == 0 and listing.stdout.count("succeeded") == 2, listing.stdout + listing.stderr
+        from sqlmodel import Session, select
+
+        from tasks.store import Run, make_engine
+
+        with Session(make_engine(env["IGAT_DATABASE_URL"])) as s:
+            runs = s.exec(select(Run)).all()
+        assert sorted((r.seed, r.status, r.attempts) for r in runs) == [(0, "succeeded", 1), (1, "succeeded", 1)]
+        assert all(r.worker.startswith(f"igat-up-{up.pid}-0@") for r in runs)
         workers = subprocess.run(["pgrep", "-f", f"igat worker --hostname igat-up-{up.pid}-"], capture_output=True,
                                  text=True).stdout.split()
         assert workers
+        t0 = time.monotonic()
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0, (tmp_path / "up.log").read_text()
+        print(f"igat up stopped in {time.monotonic() - t0:.1f} s")
     finally:
         if up.poll() is None:
             up.kill()

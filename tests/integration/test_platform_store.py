@@ -42,10 +42,12 @@ def test_migrations_upgrade_an_old_database_and_stamp_an_unversioned_one(sqlite_
                           "('old', 'train', '{}', 'paper', 'synthetic', 'standard', 0, 0, '', '', 'succeeded', 0, 1,"
                           " 1.0, 1, 1, '2026-01-01 00:00:00')"))
         conn.execute(text("DROP TABLE alembic_version"))  # as if made by create_all, before migrations
+        conn.execute(text("DROP TABLE artifact"))  # ... by an early version of the models
         conn.commit()
     assert "params_json" not in {c["name"] for c in inspect(engine).get_columns("run")}
     init_db(engine)
     assert "params_json" in {c["name"] for c in inspect(engine).get_columns("run")}
+    assert "artifact" in inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision()
     with session(sqlite_url) as s:
@@ -150,3 +152,43 @@ def test_should_stop_polls_the_cancel_flag_cheaply(sqlite_url):
         assert cb_old.should_stop() is True and cb_old.superseded
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+def test_claim_is_idempotent_by_run_and_task_id(sqlite_url):
+    from datetime import timedelta
+
+    from tasks.runstate import Claim, claim
+    from tasks.store import utcnow
+
+    engine = make_engine(sqlite_url)
+    with session(sqlite_url) as s:
+        runs = [Run(name=f"r{i}", config_json="{}", task_id="t1") for i in range(3)]
+        s.add_all(runs)
+        s.commit()
+        a, b, c = (r.id for r in runs)
+
+    def take(run_id, task_id="t1", worker="w1"):
+        return claim(engine, run_id, worker, task_id, stale_after=3, max_attempts=2)
+
+    assert take(a).outcome == Claim.claimed and take(a).outcome == Claim.busy  # a duplicate while it is alive
+    assert take(a, task_id="t-old").outcome == Claim.stale_message  # a message the run was re-enqueued past
+    assert take(10**6).outcome == Claim.missing
+    with engine.begin() as conn:  # its worker died: the heartbeat stops
+        conn.execute(Run.__table__.update().where(Run.__table__.c.id == a)
+                     .values(heartbeat_at=utcnow() - timedelta(seconds=10)))
+    res = take(a, worker="w2")
+    assert res.outcome == Claim.claimed and res.attempt == 2
+    with engine.begin() as conn:
+        conn.execute(Run.__table__.update().where(Run.__table__.c.id == a)
+                     .values(heartbeat_at=utcnow() - timedelta(seconds=10)))
+    assert take(a).outcome == Claim.exhausted  # lost twice with max_attempts=2: failed, not looping forever
+    with session(sqlite_url) as s:
+        run = s.get(Run, a)
+        assert run.status == "failed" and "worker was lost 2 times" in run.error and run.worker == "w2"
+    with engine.begin() as conn:
+        conn.execute(Run.__table__.update().where(Run.__table__.c.id == b).values(cancel_requested=True))
+        conn.execute(Run.__table__.update().where(Run.__table__.c.id == c).values(status="succeeded"))
+    assert take(b).outcome == Claim.cancelled
+    assert take(c).outcome == Claim.finished
+    with session(sqlite_url) as s:
+        assert s.get(Run, b).status == "cancelled" and s.get(Run, b).attempts == 0
