@@ -23,7 +23,7 @@ FINAL = {s.value for s in FINAL_STATUSES}
 RUN_COLUMNS = [
     "id", "name", "experiment_id", "experiment", "experiment_kind", "status", "progress", "epoch", "total_epochs",
     "eta_s", "duration_s", "worker", "dataset", "defense", "igat", "method", "seed", "variant", "tags", "preset",
-    "kind", "error", "created_at", "started_at", "finished_at", "attempts", "cancel_requested",
+    "kind", "error", "created_at", "started_at", "finished_at", "attempts", "cancel_requested", "checkpoint_path",
 ]
 
 
@@ -81,6 +81,7 @@ def _run_record(run: Run, exp: Experiment | None, now: datetime) -> dict[str, An
         "finished_at": run.finished_at,
         "attempts": run.attempts,
         "cancel_requested": bool(run.cancel_requested),
+        "checkpoint_path": run.checkpoint_path or "",
     }
 
 
@@ -113,6 +114,29 @@ def run_configs(engine: Engine, run_ids: list[int]) -> dict[int, dict[str, Any]]
     with Session(engine) as s:
         rows = s.exec(select(Run.id, Run.config_json).where(col(Run.id).in_(run_ids))).all()
     return {rid: json.loads(cfg) for rid, cfg in rows}
+
+
+# Run kinds that train an ensemble (eval / theory runs point at their parent's checkpoint).
+TRAINING_KINDS = ("train", "finetune")
+
+
+def base_runs(engine: Engine) -> list[dict[str, Any]]:
+    """Succeeded training runs with a checkpoint, newest first: the bases iGAT can fine-tune.
+    Keys id, name, defense, members, dataset, checkpoint (defense/members/dataset from the config)."""
+    with Session(engine) as s:
+        rows = s.exec(
+            select(Run.id, Run.name, Run.config_json, Run.checkpoint_path)
+            .where(Run.status == RunStatus.succeeded, col(Run.checkpoint_path).is_not(None), Run.checkpoint_path != "",
+                   col(Run.kind).in_(TRAINING_KINDS))
+            .order_by(col(Run.id).desc())
+        ).all()
+    out = []
+    for rid, name, config_json, checkpoint in rows:
+        cfg = json.loads(config_json)
+        out.append({"id": int(rid), "name": name, "defense": (cfg.get("defense") or {}).get("name", ""),
+                    "members": int((cfg.get("model") or {}).get("num_members", 0)),
+                    "dataset": (cfg.get("data") or {}).get("dataset", ""), "checkpoint": checkpoint})
+    return out
 
 
 def tag_list(tags: str) -> list[str]:

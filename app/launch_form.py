@@ -48,6 +48,11 @@ FORM_PATHS: dict[str, str] = {
 }
 PATH_KEYS = {path: key for key, path in FORM_PATHS.items()}
 DEFENSE_PARAM_PREFIX = "dp."
+# The "Fine-tune from" widget: its value is a base run id (SCRATCH = train from scratch); the form
+# writes that run's checkpoint into igat.init_checkpoint (``build_config``).
+BASE_KEY = "init_run"
+SCRATCH = 0
+INIT_CHECKPOINT = "igat.init_checkpoint"
 
 
 def merge(into: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +133,57 @@ def default_config(defense: str, igat: bool = False, preset: str = "paper", data
     if igat:
         merge(data, igat_defaults(defense, dataset))
     return apply_preset_dict(data, preset)
+
+
+def finetune_config(run_cfg: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
+    """The iGAT fine-tuning of a trained run: its config (data, model, defense, evaluation, seed)
+    with iGAT on, the paper's iGAT defaults for its defense and dataset, its preset, and
+    ``igat.init_checkpoint`` = the run's checkpoint."""
+    from igat.presets import igat_defaults
+
+    data = copy.deepcopy(run_cfg)
+    data["name"] = f"{data.get('name') or 'run'}-igat"
+    merge(data, igat_defaults(get_path(data, "defense.name") or "", get_path(data, "data.dataset") or "cifar10"))
+    set_path(data, INIT_CHECKPOINT, checkpoint)
+    return apply_preset_dict(data, data.get("preset") or "paper")
+
+
+# --- the base run of a fine-tuning -------------------------------------------------------
+
+@dataclass(frozen=True)
+class BaseRun:
+    """A succeeded run with a checkpoint that iGAT can fine-tune (``app.data.base_runs`` rows)."""
+
+    id: int
+    name: str
+    defense: str
+    members: int
+    dataset: str
+    checkpoint: str
+
+    def label(self) -> str:
+        return f"#{self.id} {self.name} ({self.defense}, {self.members} members, {self.dataset})"
+
+
+def base_run_id(data: dict[str, Any], bases: dict[int, BaseRun]) -> int:
+    """The widget value for a config: the base run whose checkpoint its igat.init_checkpoint names."""
+    path = get_path(data, INIT_CHECKPOINT)
+    if path and (get_path(data, "igat.enabled") or False):
+        for run in bases.values():
+            if run.checkpoint == path:
+                return run.id
+    return SCRATCH
+
+
+def base_run_errors(data: dict[str, Any], base: BaseRun) -> list[tuple[str, str]]:
+    """The base must be the same ensemble the config fine-tunes: same defense, member count and data."""
+    wanted = (("defense.name", base.defense), ("model.num_members", base.members), ("data.dataset", base.dataset))
+    mismatches = [f"{path} {value!r} (this form: {get_path(data, path)!r})"
+                  for path, value in wanted if get_path(data, path) != value]
+    if not mismatches:
+        return []
+    return [(INIT_CHECKPOINT, f"base run #{base.id} does not match this config: it has " + "; ".join(mismatches)
+             + ". Pick a base with the same defense, members and dataset, or train from scratch")]
 
 
 # --- defense parameter fields -------------------------------------------------------------
@@ -263,6 +319,8 @@ def build_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]
         set_path(data, "train.steps_per_epoch", int(values["steps_per_epoch"]) or None)
     if "num_examples" in values:
         set_path(data, "eval.num_examples", int(values["num_examples"]) or None)
+    if BASE_KEY in values:  # a BaseRun or None (scratch); absent: keep the base config's value
+        set_path(data, INIT_CHECKPOINT, values[BASE_KEY].checkpoint if values[BASE_KEY] else None)
     if "attacks" in values:
         # Keep the parameters the base config had for an attack that stays selected.
         old = {a["name"]: a.get("params", {}) for a in (get_path(data, "eval.attacks") or [])}
@@ -296,6 +354,9 @@ def validate(base: dict[str, Any], values: dict[str, Any]) -> tuple[list[Experim
             configs.append(ExperimentConfig.from_dict({**data, "seed": seed}))
         except ConfigError as exc:
             errors.extend(e for e in exc.errors if e not in errors)
+    base_run = values.get(BASE_KEY)
+    if base_run is not None and get_path(data, "igat.enabled"):
+        errors.extend(base_run_errors(data, base_run))
     if errors:
         # A field error stops pydantic before the registry checks of defense/attack parameters run;
         # check those too so the user sees every problem at once.
@@ -336,6 +397,8 @@ def error_key(field: str) -> str | None:
         return "attacks"
     if field.startswith("eval.combiners"):
         return "combiners"
+    if field == INIT_CHECKPOINT:
+        return BASE_KEY
     if field.startswith("igat.attack"):
         return None
     return None

@@ -177,9 +177,18 @@ def submit_runs(
     return exp_id, run_ids
 
 
+def _finetune_of(parent_run_id: int | None) -> dict[str, Any]:
+    """submit_runs arguments for runs that fine-tune ``parent_run_id`` (none: trained from scratch).
+    The finetune task falls back to the parent's checkpoint when the config names none."""
+    if parent_run_id is None:
+        return {}
+    return {"run_kind": "finetune", "parent_run_id": int(parent_run_id)}
+
+
 def submit_seeds(config: ExperimentConfig | dict[str, Any], seeds: Sequence[int], experiment_name: str | None = None,
-                 app: Celery | None = None) -> tuple[int, list[int]]:
-    """The same config once per seed (an experiment of kind 'seeds')."""
+                 app: Celery | None = None, *, parent_run_id: int | None = None) -> tuple[int, list[int]]:
+    """The same config once per seed (an experiment of kind 'seeds'). With ``parent_run_id`` (the base
+    run whose checkpoint the config's ``igat.init_checkpoint`` names) the runs are fine-tune runs."""
     base = _as_config(config)
     seeds = list(seeds)
     if not seeds:
@@ -192,12 +201,13 @@ def submit_seeds(config: ExperimentConfig | dict[str, Any], seeds: Sequence[int]
     configs = [_as_config({**base.to_dict(), "seed": s}) for s in seeds]
     # Seeds of one setting share the method; Run.variant stays empty (it labels ablation variants,
     # which the reports group by), and the run names carry "-seed<N>".
-    return submit_runs(configs, experiment_name or base.name, kind="seeds", app=app)
+    return submit_runs(configs, experiment_name or base.name, kind="seeds", app=app, **_finetune_of(parent_run_id))
 
 
 def submit_ablation(config: ExperimentConfig | dict[str, Any], experiment_name: str | None = None,
-                    app: Celery | None = None) -> tuple[int, list[int]]:
-    """The iGAT ablation of ``config`` (variants from ``igat.ablation.ablation_variants``)."""
+                    app: Celery | None = None, *, parent_run_id: int | None = None) -> tuple[int, list[int]]:
+    """The iGAT ablation of ``config`` (variants from ``igat.ablation.ablation_variants``). With
+    ``parent_run_id`` every variant is a fine-tune run of that base (the paper's Table 3 procedure)."""
     base = _as_config(config)
     try:
         from igat.ablation import ablation_variants
@@ -216,7 +226,8 @@ def submit_ablation(config: ExperimentConfig | dict[str, Any], experiment_name: 
             raise RuntimeError(f"igat.ablation.ablation_variants returned an item without label/config: {item!r}")
         labels.append(str(label))
         configs.append(cfg)
-    return submit_runs(configs, experiment_name or f"{base.name}-ablation", kind="ablation", variants=labels, app=app)
+    return submit_runs(configs, experiment_name or f"{base.name}-ablation", kind="ablation", variants=labels, app=app,
+                       **_finetune_of(parent_run_id))
 
 
 def submit_sweep(config: ExperimentConfig | dict[str, Any], grid: dict[str, Sequence[Any]],

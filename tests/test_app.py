@@ -31,6 +31,10 @@ IGAT = {0: {("average", "natural"): 0.84, ("average", "pgd"): 0.46, ("max", "nat
         1: {("average", "natural"): 0.86, ("average", "pgd"): 0.48, ("max", "natural"): 0.81, ("max", "pgd"): 0.41}}
 
 
+# The checkpoint of the succeeded baseline run adp0 (2 members, adp, synthetic): the base iGAT fine-tunes.
+BASE_CHECKPOINT = "/runs/adp0/last.pt"
+
+
 def _config(igat: bool = False, seed: int = 0, **over) -> str:
     cfg = synthetic_config(defense={"name": "adp", "params": {"plus_adv": False}},
                            igat={"enabled": igat, "alpha": 5.0, "beta": 10.0}, seed=seed, **over)
@@ -74,7 +78,8 @@ def fill_database(url: str) -> dict[str, int]:
             return r
 
         runs = {
-            "adp0": run("adp", e_adp, seed=0, epoch=4, progress=1.0, finished_at=now, tags="table1"),
+            "adp0": run("adp", e_adp, seed=0, epoch=4, progress=1.0, finished_at=now, tags="table1",
+                        checkpoint_path=BASE_CHECKPOINT),
             "adp1": run("adp", e_adp, seed=1, epoch=4, progress=1.0, finished_at=now, tags="table1"),
             "igat0": run("igat-adp", e_igat, True, 0, epoch=4, progress=1.0, finished_at=now, tags="table1,igat",
                          worker="gpu0@host"),
@@ -508,3 +513,100 @@ def test_runs_cancel_and_retry(db, queue):
     with Session(engine_for(db)) as s:
         assert s.get(Run, queued).status == "queued"
     assert queued_messages(queue) == 1
+
+
+# --- iGAT fine-tuning from a base run ------------------------------------------------------
+
+def launch_igat_tiny(at: AppTest) -> AppTest:
+    """iGAT on (which loads the iGAT defaults), then the tiny synthetic run on top."""
+    at.toggle(key="launch.igat").set_value(True).run()
+    return launch_tiny(at)
+
+
+def test_launch_igat_fine_tunes_the_picked_base_run(db, queue):
+    base = db["ids"]["adp0"]
+    at = launch_igat_tiny(app("launch"))
+    picker = at.selectbox(key="launch.init_run")
+    assert picker.value == 0 and picker.options[0] == "train from scratch"  # the default: scratch
+    assert f"#{base} adp (adp, 2 members, synthetic)" in picker.options
+    assert not any(f"#{db['ids']['igat0']} " in o for o in picker.options)  # no checkpoint: not offered
+    picker.set_value(base)
+    at.text_input(key="launch.seeds").set_value("0, 1")
+    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    no_crash(at)
+    assert any("Queued experiment" in s.value for s in at.success), [e.value for e in at.error]
+    with Session(engine_for(db)) as s:
+        runs = s.exec(select(Run).where(Run.name.startswith("tiny"))).all()
+    assert len(runs) == 2 and sorted(r.seed for r in runs) == [0, 1]
+    for r in runs:
+        cfg = json.loads(r.config_json)
+        assert cfg["igat"]["enabled"] is True and cfg["igat"]["init_checkpoint"] == BASE_CHECKPOINT
+        assert r.parent_run_id == base and r.kind == "finetune" and r.status == "queued"
+    assert queued_messages(queue) == 2
+
+
+def test_launch_igat_from_scratch_has_no_parent(db, queue):
+    at = launch_igat_tiny(app("launch"))
+    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    no_crash(at)
+    with Session(engine_for(db)) as s:
+        (run,) = s.exec(select(Run).where(Run.name.startswith("tiny"))).all()
+    assert json.loads(run.config_json)["igat"]["init_checkpoint"] is None
+    assert run.parent_run_id is None and run.kind == "train"
+
+
+def test_launch_ablation_variants_all_fine_tune_the_base(db, queue):
+    base = db["ids"]["adp0"]
+    at = launch_igat_tiny(app("launch"))
+    scratch_note = "each ablation variant will be trained from scratch"
+    assert any(scratch_note in i.value for i in at.info)  # no base picked yet
+    at.selectbox(key="launch.init_run").set_value(base)
+    at.checkbox(key="launch.ablation").set_value(True)
+    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    no_crash(at)
+    assert not any(scratch_note in i.value for i in at.info)
+    with Session(engine_for(db)) as s:
+        runs = s.exec(select(Run).where(Run.name.startswith("tiny"))).all()
+        exp = s.get(Experiment, runs[0].experiment_id)
+    assert exp.kind == "ablation"
+    assert sorted(r.variant for r in runs) == ["beta0", "full", "hard", "opposite", "random"]
+    assert {json.loads(r.config_json)["igat"]["init_checkpoint"] for r in runs} == {BASE_CHECKPOINT}
+    assert {r.parent_run_id for r in runs} == {base} and {r.kind for r in runs} == {"finetune"}
+
+
+def test_launch_base_run_member_mismatch_names_init_checkpoint(db):
+    at = launch_igat_tiny(app("launch"))
+    before = run_count(db)
+    at.number_input(key="launch.members").set_value(3)
+    at.selectbox(key="launch.init_run").set_value(db["ids"]["adp0"])
+    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    no_crash(at)
+    errors = "\n".join(e.value for e in at.error)
+    assert "`igat.init_checkpoint`" in errors and "model.num_members 2 (this form: 3)" in errors
+    assert "defense.name" not in errors and "data.dataset" not in errors  # only the field that differs
+    assert run_count(db) == before
+
+
+def test_runs_page_links_a_baseline_to_igat_fine_tuning(db):
+    base = db["ids"]["adp0"]
+    links = {el.proto.label: el.proto for el in app(run=str(base)).get("page_link")}
+    assert "Fine-tune with iGAT" in links
+    assert links["Fine-tune with iGAT"].query_string == f"clone={base}&finetune=1"
+    igat_links = [el.proto.label for el in app(run=str(db["ids"]["igat0"])).get("page_link")]
+    assert "Fine-tune with iGAT" not in igat_links  # already iGAT
+    assert "Fine-tune with iGAT" not in [el.proto.label for el in app(run=str(db["ids"]["adp1"])).get("page_link")]
+
+
+def test_launch_finetune_link_prefills_igat_and_the_base(db):
+    base = db["ids"]["adp0"]
+    at = app("launch", clone=str(base), finetune="1")
+    no_crash(at)
+    assert at.toggle(key="launch.igat").value is True
+    assert at.selectbox(key="launch.init_run").value == base
+    assert at.number_input(key="launch.alpha").value == 5.0 and at.number_input(key="launch.beta").value == 10.0
+    assert at.number_input(key="launch.batch_size").value == 512  # igat_defaults' paper batch
+    assert at.selectbox(key="launch.dataset").value == "synthetic" and at.number_input(key="launch.members").value == 2
+    assert any(f"iGAT fine-tuning of run #{base}" in i.value for i in at.info)
+    at.radio(key="launch.preset").set_value("reference-code").run()  # reloads the defaults, keeps the base
+    no_crash(at)
+    assert at.selectbox(key="launch.init_run").value == base

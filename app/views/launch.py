@@ -26,17 +26,25 @@ def key(name: str) -> str:
     return K + name
 
 
+def base_runs() -> dict[int, F.BaseRun]:
+    """The runs iGAT can fine-tune, by id (read fresh: a run may have finished since the last rerun)."""
+    return {r["id"]: F.BaseRun(**r) for r in D.base_runs(get_engine())}
+
+
 def load_into_form(cfg: dict[str, Any]) -> None:
     """Make ``cfg`` the base config and write every widget value from it (only call this before
     the widgets are created in a run, i.e. at the top of the page or from a callback)."""
     st.session_state[key("base")] = cfg
     for name, value in F.form_values(cfg).items():
         st.session_state[key(name)] = value
+    st.session_state[key(F.BASE_KEY)] = F.base_run_id(cfg, base_runs())
     st.session_state[key("errors")] = []
 
 
 def current_values() -> dict[str, Any]:
     values = {name: st.session_state[key(name)] for name in F.FORM_PATHS if key(name) in st.session_state}
+    if values.get("igat") and key(F.BASE_KEY) in st.session_state:  # the base only matters to iGAT
+        values[F.BASE_KEY] = base_runs().get(st.session_state[key(F.BASE_KEY)])
     defense = values.get("defense")
     if defense in F.defense_names():
         for f in F.param_fields(F._registry_defense(defense).Params):
@@ -74,6 +82,8 @@ def on_method_change() -> None:
                                st.session_state[key("preset")], dataset=F.get_path(old, "data.dataset") or "cifar10")
         for path in ("name", "tags", "data", "model.num_members", "eval", "seed"):
             F.set_path(new, path, F.get_path(old, path))
+        if F.get_path(new, "igat.enabled"):  # a preset switch keeps the chosen base run
+            F.set_path(new, F.INIT_CHECKPOINT, F.get_path(old, F.INIT_CHECKPOINT))
         seeds = st.session_state.get(key("seeds"), "0")
         load_into_form(new)
         st.session_state[key("seeds")] = seeds
@@ -105,18 +115,23 @@ def on_submit() -> None:
     if ablation and not configs[0].igat.enabled:
         st.session_state[key("errors")] = [("igat.enabled", "the Table 3 ablation needs iGAT switched on")]
         return
+    base_run = values.get(F.BASE_KEY) if configs[0].igat.enabled else None
+    parent = base_run.id if base_run is not None else None  # the runs fine-tune it (worker: finetune task)
     try:
         import tasks.api as api  # lazily: Celery is only needed when something is queued
 
         if ablation:  # one ablation experiment per seed (the API groups the variants of one config)
             exp_ids, run_ids = [], []
             for cfg in configs:
-                e, r = api.submit_ablation(cfg)
+                e, r = api.submit_ablation(cfg, parent_run_id=parent)
                 exp_ids.append(e)
                 run_ids.extend(r)
             exp_id = ", #".join(str(e) for e in exp_ids)
         elif len(configs) > 1:
-            exp_id, run_ids = api.submit_seeds(configs[0], [c.seed for c in configs])
+            exp_id, run_ids = api.submit_seeds(configs[0], [c.seed for c in configs], parent_run_id=parent)
+        elif parent is not None:
+            exp_id, run_ids = api.submit_runs(configs, configs[0].name, kind="finetune", run_kind="finetune",
+                                              parent_run_id=parent)
         else:
             exp_id, run_ids = api.submit_runs(configs, configs[0].name)
     except Exception as exc:  # noqa: BLE001 - broker down, DB error: say so next to the form
@@ -191,8 +206,26 @@ def yaml_box() -> None:
         st.button("Load into the form", key=key("import"), on_click=safe_callback(on_import), icon=":material/upload:")
 
 
+def base_run_widget(bases: dict[int, F.BaseRun]) -> None:
+    """The "Fine-tune from" picker: scratch or a succeeded run's checkpoint (igat.init_checkpoint + parent run)."""
+    k = key(F.BASE_KEY)
+    if st.session_state.get(k) not in bases:  # unset, scratch, or a run that is gone
+        st.session_state[k] = F.SCRATCH
+    options = [F.SCRATCH, *bases]
+    st.selectbox("Fine-tune from", options, key=k,
+                 format_func=lambda i: bases[i].label() if i in bases else "train from scratch",
+                 help="the paper trains the base defense first, then fine-tunes it with iGAT: pick a succeeded run "
+                      "with the same defense, members and dataset (its checkpoint becomes igat.init_checkpoint)")
+    loaded = F.get_path(st.session_state[key("base")], F.INIT_CHECKPOINT)
+    if loaded and st.session_state[k] == F.SCRATCH:
+        st.caption(f"The loaded config's `igat.init_checkpoint` (`{loaded}`) is not a succeeded run in the store; "
+                   "pick a base run, or the run trains from scratch.")
+    field_errors(F.BASE_KEY)
+
+
 def the_form() -> None:
     igat_on = bool(st.session_state[key("igat")])
+    bases = base_runs() if igat_on else {}
     combiners = F.combiner_names()
     attacks = F.attack_names()
     with st.form("launch.form", border=True):
@@ -238,6 +271,7 @@ def the_form() -> None:
             with c[3]:
                 st.selectbox("iGAT combiner", F.IGAT_COMBINERS, key=key("igat_combiner"),
                              help="combiner of the global adversarial attack and the misclassification mask")
+            base_run_widget(bases)
 
         st.markdown("**Training budget**")
         c = st.columns(4)
@@ -268,7 +302,12 @@ def the_form() -> None:
         defense_param_widgets(st.session_state[key("defense")])
 
         st.checkbox("Queue as the Table 3 ablation (soft / hard / random / opposite / beta = 0)", key=key("ablation"),
-                    help="needs iGAT; one run per variant and seed, grouped in one ablation experiment")
+                    help="needs iGAT; one run per variant and seed, grouped in one ablation experiment; "
+                         "every variant fine-tunes the run picked under 'Fine-tune from'")
+        if igat_on and st.session_state.get(key(F.BASE_KEY), F.SCRATCH) == F.SCRATCH:
+            st.info("No base run is picked under *Fine-tune from*: each ablation variant will be trained from scratch, "
+                    "which is not the paper's Table 3 procedure (all variants fine-tune one base checkpoint).",
+                    icon=":material/info:")
         st.form_submit_button("Queue", type="primary", on_click=safe_callback(on_submit), icon=":material/play_arrow:")
 
 
@@ -293,19 +332,31 @@ def body() -> None:
     st.title("Launch")
     defenses = F.defense_names()
     clone = query_int("clone")
-    if clone is not None and st.session_state.get(key("cloned")) != clone:
+    finetune = st.query_params.get("finetune") == "1"
+    if clone is not None and st.session_state.get(key("cloned")) != (clone, finetune):
         cfg = D.run_config(get_engine(), clone)
         if cfg is None:
             st.warning(f"Run #{clone} does not exist; starting from the defaults.")
+        elif finetune:
+            run = D.get_run(get_engine(), clone) or {}
+            load_into_form(F.finetune_config(cfg, run.get("checkpoint_path") or None))
+            if st.session_state[key(F.BASE_KEY)] == clone:
+                st.session_state[key("flash")] = ("info", f"iGAT fine-tuning of run #{clone} with the paper's defaults "
+                                                          "for its defense; change what you need and queue.")
+            else:
+                st.session_state[key("flash")] = ("warning", f"Run #{clone} is not a succeeded run with a checkpoint; "
+                                                             "the form is pre-filled but iGAT would train from scratch.")
         else:
             load_into_form(cfg)
             st.session_state[key("flash")] = ("info", f"Pre-filled from run #{clone}; change what you need and queue.")
-        st.session_state[key("cloned")] = clone
+        st.session_state[key("cloned")] = (clone, finetune)
     if key("base") not in st.session_state:
         load_into_form(F.default_config(DEFAULT_DEFENSE if DEFAULT_DEFENSE in defenses else defenses[0]))
     else:  # widget state is dropped when the user visits another page: restore it from the base
         for name, value in F.form_values(st.session_state[key("base")]).items():
             st.session_state.setdefault(key(name), value)
+        if key(F.BASE_KEY) not in st.session_state:
+            st.session_state[key(F.BASE_KEY)] = F.base_run_id(st.session_state[key("base")], base_runs())
     flash = st.session_state.pop(key("flash"), None)
     if flash:
         getattr(st, flash[0])(flash[1])

@@ -116,6 +116,11 @@ def details(row: dict) -> None:
     cols[3].page_link(PAGE_LIVE, label="Live", icon=":material/monitoring:", query_params={"run": str(run_id)})
     cols[4].page_link(PAGE_MEMBERS, label="Members", icon=":material/groups:", query_params={"run": str(run_id)})
     cols[5].page_link(PAGE_COMPARE, label="Compare", icon=":material/compare_arrows:", query_params={"runs": str(run_id)})
+    if status == "succeeded" and not row["igat"] and row["kind"] in D.TRAINING_KINDS and row["checkpoint_path"]:
+        # The paper's procedure: train the base defense, then fine-tune it with iGAT.
+        st.page_link(PAGE_LAUNCH, label="Fine-tune with iGAT", icon=":material/tune:",
+                     query_params={"clone": str(run_id), "finetune": "1"},
+                     help="open the Launch form with iGAT on, the paper's defaults for this defense and this run as the base")
 
 
 def runs_fragment(was_active: bool) -> None:

@@ -12,11 +12,7 @@ if TYPE_CHECKING:
 
 _MODULES = ["standard", "pgd_at", "adp", "gal", "trs", "dverge", "cldl", "soe"]
 for _name in _MODULES:
-    try:
-        importlib.import_module(f"igat.defenses.{_name}")
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while a defense is being written
-        if exc.name != f"igat.defenses.{_name}":
-            raise
+    importlib.import_module(f"igat.defenses.{_name}")
 
 
 def build_defense(config: ExperimentConfig) -> Defense:
