@@ -17,7 +17,7 @@ import annotated_types
 import yaml
 from pydantic import BaseModel
 
-from igat.config import ConfigError, ExperimentConfig
+from igat.config import ConfigError, ExperimentConfig, deep_merge
 
 DATASETS = ["cifar10", "cifar100", "synthetic"]
 PRESETS = ["paper", "reference-code"]
@@ -55,14 +55,7 @@ SCRATCH = 0
 INIT_CHECKPOINT = "igat.init_checkpoint"
 
 
-def merge(into: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge (overrides win), in place; returns ``into``."""
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
-    return into
+merge = deep_merge  # one recursive merge for the form, the CLI and the presets
 
 
 def get_path(data: dict[str, Any], path: str) -> Any:

@@ -7,6 +7,7 @@ their registries so ``defense.params.alpha`` is validated by the ADP defense its
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -283,6 +284,17 @@ def _flatten(exc: ValidationError) -> ConfigError:
         else:
             errors.append((loc or "config", msg))
     return ConfigError(errors)
+
+
+def deep_merge(into: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (overrides win), in place; returns ``into``. Used to layer a defense's
+    recommended settings, iGAT defaults and presets over a config's dict form."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from igat.config import STEP_2_255, ConfigError, ExperimentConfig, Preset
+from igat.config import STEP_2_255, ConfigError, ExperimentConfig, Preset, deep_merge
 
 PRESETS: tuple[str, ...] = get_args(Preset)
 
@@ -68,13 +68,6 @@ def igat_defaults(defense_name: str, dataset: str = "cifar10", epochs: int = 100
     }
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    for k, v in b.items():
-        if isinstance(v, dict) and isinstance(a.get(k), dict):
-            _merge(a[k], v)
-        else:
-            a[k] = v
-    return a
 
 
 def preset_overrides(config: ExperimentConfig, preset: str) -> dict[str, Any]:
@@ -118,7 +111,7 @@ def apply_preset(config: ExperimentConfig, preset: str) -> ExperimentConfig:
     A preset is an iGAT recipe, so it switches ``igat.enabled`` on; ``igat.init_checkpoint``, the
     data, the model and the base defense are untouched, and any field can be overridden afterwards.
     """
-    data = _merge(config.to_dict(), preset_overrides(config, preset))
+    data = deep_merge(config.to_dict(), preset_overrides(config, preset))
     return ExperimentConfig.from_dict(data)
 
 

@@ -3,7 +3,7 @@
 
 def synthetic_config(**overrides):
     """A tiny, fast experiment config on synthetic 8x8 data (tests only)."""
-    from igat.config import ExperimentConfig
+    from igat.config import ExperimentConfig, deep_merge
 
     base = {
         "name": "test",
@@ -16,13 +16,4 @@ def synthetic_config(**overrides):
         "train": {"epochs": 1, "batch_size": 64, "eval_examples": 64, "eval_pgd_steps": 3, "log_every": 1},
         "eval": {"num_examples": 64, "attacks": [{"name": "natural"}, {"name": "pgd", "params": {"steps": 5}}]},
     }
-
-    def merge(a, b):
-        for k, v in b.items():
-            if isinstance(v, dict) and isinstance(a.get(k), dict):
-                merge(a[k], v)
-            else:
-                a[k] = v
-        return a
-
-    return ExperimentConfig.from_dict(merge(base, overrides))
+    return ExperimentConfig.from_dict(deep_merge(base, overrides))

@@ -5,7 +5,14 @@ import torch
 
 from igat.config import ExperimentConfig
 from igat.evaluation import evaluate_ensemble
-from igat.training import HistoryCallback, NonFiniteLossError, Trainer, TrainingCancelled, load_checkpoint, load_ensemble
+from igat.training import (
+    HistoryCallback,
+    NonFiniteLossError,
+    Trainer,
+    TrainingCancelled,
+    load_checkpoint,
+    load_ensemble,
+)
 from igat.training.callbacks import Callback
 from tests.helpers import synthetic_config
 

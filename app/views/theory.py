@@ -12,9 +12,9 @@ from typing import Any
 
 import streamlit as st
 
+from app.theory_figures import FIGURES
 from igat.config import ConfigError
 from igat.theory.diagnostics import ARTIFACT_NAME, parse_params
-from igat.theory.figures import FIGURES
 
 st.title("Theory diagnostics")
 st.caption("Measured quantities of the paper's Section 4: loss curvature (eq. 2), ambiguous pairs (Def. 4.3), "

@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from igat.cli.common import ProgressBar, fail, format_config_error, load_config
-from igat.config import ConfigError, ExperimentConfig
+from igat.config import ConfigError, ExperimentConfig, deep_merge
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from igat.training import NonFiniteLossError, Trainer
     from igat.data import DataNotFoundError
+    from igat.training import NonFiniteLossError, Trainer
 
     try:
         overrides = list(args.overrides)
@@ -77,13 +77,13 @@ def run_config(args: argparse.Namespace) -> int:
         return fail(str(exc))
     data = ExperimentConfig().to_dict()
     data["defense"] = {"name": args.defense, "params": cls.Params().model_dump(mode="json")}
-    _merge(data, cls.recommended)
+    deep_merge(data, cls.recommended)
     data["name"] = args.defense
     cfg = ExperimentConfig.from_dict(data)
     if args.igat:
         from igat.presets import apply_preset, igat_defaults
 
-        cfg = ExperimentConfig.from_dict(_merge(cfg.to_dict(), igat_defaults(args.defense, cfg.data.dataset)))
+        cfg = ExperimentConfig.from_dict(deep_merge(cfg.to_dict(), igat_defaults(args.defense, cfg.data.dataset)))
         cfg = apply_preset(cfg, args.preset)
     elif args.preset != "paper":
         from igat.presets import apply_preset
@@ -109,11 +109,3 @@ def run_list(args: argparse.Namespace) -> int:
     print("combiners: " + ", ".join(COMBINERS.names()))
     return 0
 
-
-def _merge(base: dict, extra: dict) -> dict:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base

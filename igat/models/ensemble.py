@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from igat.models.combiners import EnsembleOutput, combine, log_output
-from igat.models.resnet import ResNet20
+from igat.models.resnet import MemberOutput, ResNet20
 
 
 class Ensemble(nn.Module):
@@ -62,16 +62,13 @@ class Ensemble(nn.Module):
     def forward_output(self, x: Tensor) -> EnsembleOutput:
         """Member logits plus auxiliary outputs (SoE confidence) when members have them."""
         self._check_input(x)
-        logits, aux = [], []
-        for i, m in enumerate(self.members):
-            full = m.forward_full(self._member_input(x, i)) if hasattr(m, "forward_full") else None
-            if full is None:
-                logits.append(m(self._member_input(x, i)))
-                continue
-            logits.append(full.logits)
-            if full.aux is not None:
-                aux.append(full.aux)
-        return EnsembleOutput(torch.stack(logits), torch.stack(aux) if aux else None)
+        outs = [
+            m.forward_full(xi) if hasattr(m, "forward_full") else MemberOutput(m(xi))  # plain modules (toy MLPs)
+            for i, m in enumerate(self.members)
+            for xi in (self._member_input(x, i),)
+        ]
+        aux = [o.aux for o in outs if o.aux is not None]
+        return EnsembleOutput(torch.stack([o.logits for o in outs]), torch.stack(aux) if aux else None)
 
     def combined_probs(self, x: Tensor, combiner: str = "average") -> Tensor:
         return combine(self.forward_output(x), combiner)

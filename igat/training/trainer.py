@@ -224,8 +224,7 @@ def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> tuple
     ckpt = load_checkpoint(path, device)
     config = ExperimentConfig.from_dict(ckpt["config"])
     defense = build_defense(config)
-    from igat.data import load_dataset as _ld  # noqa: F401  (mean/std come from config when no dataset)
-
+    # No dataset needed: build_ensemble takes the normalisation constants from the config's data set.
     ensemble = build_ensemble(config, None, defense).to(device)
     ensemble.load_member_state_dicts(ckpt["members"])
     ensemble.eval()
