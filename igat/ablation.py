@@ -98,6 +98,7 @@ def evaluate_variant(trainer: Trainer, config: ExperimentConfig, combiner: str, 
     rows = evaluate_ensemble(
         trainer.ensemble, x, y, combiners=[combiner], attacks=[AttackSpec(name="natural"), _pgd_spec(config)],
         batch_size=config.eval.batch_size, per_member=False, seed=seed, device=trainer.device,
+        engine=config.model.engine,
     )
     acc = {r.attack: r.accuracy for r in rows}
     return acc["natural"], acc["pgd"]

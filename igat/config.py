@@ -57,7 +57,7 @@ class DataConfig(StrictModel):
     download: bool = Field(True, description="download through torchvision when the data is absent")
     augment: bool = Field(True, description="random crop (pad 4) + horizontal flip on training data")
     noise_std: float = Field(0.0, ge=0.0, le=1.0, description="Gaussian-noise augmentation std (GAL, CLDL use 0.045)")
-    train_subset: int | None = Field(None, ge=1, description="use only the first n training examples")
+    train_subset: int | None = Field(None, ge=1, description="use only n equidistant training examples (class-balanced on class-sorted data)")
     test_subset: int | None = Field(None, ge=1, description="evaluate on n equidistant test examples")
     synthetic_train_size: int = Field(2048, ge=16, le=200000)
     synthetic_test_size: int = Field(512, ge=16, le=100000)
@@ -74,7 +74,10 @@ class ModelConfig(StrictModel):
     num_members: int = Field(8, ge=1, le=64, description="number of ensemble members N")
     activation: Literal["relu", "leaky_relu"] = "relu"
     leaky_slope: float = Field(0.1, ge=0.0, le=1.0)
-    channels_last: bool = Field(False, description="channels_last memory format (faster on CPU)")
+    channels_last: bool = Field(False, description="channels_last memory format for the member loop")
+    engine: Literal["auto", "loop", "fused"] = Field(
+        "auto", description="ensemble execution for evaluation: member loop, fused grouped convolutions, "
+        "or auto (the fastest exact path per device: loop on CPU, fused on CUDA for plain members)")
 
 
 class OptimConfig(StrictModel):

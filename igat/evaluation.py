@@ -30,6 +30,7 @@ from torch import Tensor
 from igat.attacks import ATTACKS, Attack, build_attack
 from igat.config import AttackSpec, ExperimentConfig, with_overrides
 from igat.models.ensemble import Ensemble
+from igat.models.fused import combined_models
 
 EVAL_CSV = "eval.csv"
 EVAL_JSON = "eval.json"
@@ -156,10 +157,12 @@ def evaluate_ensemble(
     member_attacks: Sequence[str] | None = None,
     on_batch: BatchCallback | None = None,
     on_plan: Callable[[int], None] | None = None,
+    engine: str = "loop",
 ) -> list[EvalRow]:
     """Evaluate every (target, attack); members get ``member_attacks`` (None = all attacks).
 
-    ``progress`` is called with each finished row; ``on_plan`` once with the total number of
+    ``engine`` executes the ensemble targets with the member loop, the fused grouped-conv engine, or
+    "auto" (fused on CUDA for plain ResNet-20 members; both are exact). ``progress`` is called with each finished row; ``on_plan`` once with the total number of
     examples that will be attacked, and ``on_batch`` with each finished batch's size (for
     progress bars over long attacks). A callback may raise to abort the evaluation (the
     worker uses this for cancellation).
@@ -168,8 +171,9 @@ def evaluate_ensemble(
     specs = _specs(attacks)
     # Build every attack once up front: invalid parameters fail before any work is done.
     built: list[tuple[AttackSpec, Attack]] = [(s, build_attack(s.name, s.params)) for s in specs]
+    combined = combined_models(ensemble, list(combiners), engine, device)
     targets: list[tuple[str, str, Any, list[tuple[AttackSpec, Attack]]]] = [
-        ("ensemble", c, ensemble.as_model(c), built) for c in combiners
+        ("ensemble", c, combined[c], built) for c in combiners
     ]
     if per_member:
         m_built = built if member_attacks is None else [b for b in built if b[0].name in set(member_attacks)]
@@ -291,6 +295,7 @@ def evaluate_checkpoint(
         per_member=config.eval.per_member if per_member is None else per_member,
         seed=config.seed if seed is None else seed,
         device=dev, progress=progress, member_attacks=member_attacks, on_batch=on_batch, on_plan=on_plan,
+        engine=config.model.engine,
     )
     method, variant = method_and_variant(config)
     for r in rows:

@@ -171,7 +171,8 @@ def _evaluate_into_store(ctx: _Context, ensemble, config, dataset, device, progr
             raise TrainingCancelled(f"cancelled during evaluation after {done[0]} of {total} results")
 
     rows = evaluate_ensemble(ensemble, x, y, combiners=ev.combiners, attacks=ev.attacks, batch_size=ev.batch_size,
-                             per_member=ev.per_member, seed=config.seed, device=device, progress=progress)
+                             per_member=ev.per_member, seed=config.seed, device=device, progress=progress,
+                             engine=config.model.engine)
     import json
 
     now = utcnow()

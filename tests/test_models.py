@@ -122,3 +122,23 @@ def test_frozen_restores_flags_and_mode():
         assert not ens.training
     assert all(p.requires_grad for p in ens.parameters())
     assert ens.training and ens.members[0].bn1.training
+
+
+def test_engine_resolution_and_fused_evaluation_match_the_loop():
+    from igat.evaluation import evaluate_ensemble
+    from igat.models.fused import FusedCombinedModel, combined_models, resolve_engine
+
+    ens = Ensemble.resnet20(2, num_classes=4).eval()
+    _randomise_bn(ens)
+    assert resolve_engine("auto", list(ens.members), "cpu") == "loop"
+    assert resolve_engine("auto", list(ens.members), "cuda") == "fused"
+    assert resolve_engine("auto", list(Ensemble.resnet20(2, aux_head=True).members), "cuda") == "loop"
+    with pytest.raises(ValueError, match="plain ResNet-20"):
+        resolve_engine("fused", list(Ensemble.resnet20(2, hidden_dim=8).members), "cpu")
+    assert isinstance(combined_models(ens, ["average"], "fused", "cpu")["average"], FusedCombinedModel)
+    x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 4, (16,))
+    attacks = [{"name": "natural"}, {"name": "pgd", "params": {"steps": 3, "eps": 0.1}}]
+    loop = evaluate_ensemble(ens, x, y, ["average", "max"], attacks, per_member=False, engine="loop")
+    fused = evaluate_ensemble(ens, x, y, ["average", "max"], attacks, per_member=False, engine="fused")
+    assert [r.accuracy for r in loop] == [r.accuracy for r in fused]
+    assert all(p.requires_grad for p in ens.parameters())  # the loop ensemble is left trainable

@@ -48,7 +48,10 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if cfg.dataset == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
         ds = Dataset(raw.train_x, raw.train_y, raw.test_x, raw.test_y, cfg.num_classes, mean, std, raw.source)
     if cfg.train_subset:
-        ds.train_x, ds.train_y = ds.train_x[: cfg.train_subset], ds.train_y[: cfg.train_subset]
+        # equidistant, not the first n: the ImageFolder source is sorted by class, so a prefix
+        # would hold only the first class(es); every k-th example keeps the classes balanced
+        idx = equidistant_indices(len(ds.train_x), cfg.train_subset)
+        ds.train_x, ds.train_y = ds.train_x[idx], ds.train_y[idx]
     if cfg.test_subset:
         idx = equidistant_indices(len(ds.test_x), cfg.test_subset)
         ds.test_x, ds.test_y = ds.test_x[idx], ds.test_y[idx]

@@ -136,3 +136,43 @@ class FusedResNet20Ensemble(nn.Module):
                     act.negative_slope if isinstance(act, nn.LeakyReLU) else 0.1)
         fused.load_member_state_dicts([m.state_dict() for m in members])
         return fused.to(first.conv1.weight.device)
+
+
+class FusedCombinedModel(nn.Module):
+    """Fused ensemble + combiner: the same log-output as ``Ensemble.as_model`` (spec §3.1)."""
+
+    def __init__(self, fused: FusedResNet20Ensemble, combiner: str) -> None:
+        super().__init__()
+        self.fused = fused
+        self.combiner = combiner
+
+    def forward(self, x: Tensor) -> Tensor:
+        from igat.models.combiners import EnsembleOutput, combine, log_output
+
+        return log_output(combine(EnsembleOutput(self.fused(x)), self.combiner))
+
+
+def fusable(members: Sequence[nn.Module]) -> bool:
+    return all(isinstance(m, ResNet20) and m.hidden is None and m.aux is None for m in members)
+
+
+def resolve_engine(engine: str, members: Sequence[nn.Module], device: torch.device | str) -> str:
+    """'auto' = the fastest exact path we measured per device: the member loop on the CPU
+    (docs/benchmarks.md), the fused grouped-conv engine on CUDA when the members are plain ResNet-20s."""
+    if engine not in ("auto", "loop", "fused"):
+        raise ValueError(f"engine must be auto, loop or fused, got {engine!r}")
+    if engine == "fused" and not fusable(members):
+        raise ValueError("engine 'fused' needs plain ResNet-20 members (no CLDL hidden layer / SoE head)")
+    if engine == "auto":
+        return "fused" if torch.device(device).type == "cuda" and fusable(members) else "loop"
+    return engine
+
+
+def combined_models(ensemble, combiners: Sequence[str], engine: str, device: torch.device | str) -> dict[str, nn.Module]:
+    """One attackable model per combiner, executed by the resolved engine, in eval mode with frozen
+    parameters (the fused copy is built once from the members' current weights: exact)."""
+    if resolve_engine(engine, list(ensemble.members), device) == "loop" or "soe" in combiners:
+        return {c: ensemble.as_model(c) for c in combiners}
+    fused = FusedResNet20Ensemble.from_members(list(ensemble.members)).eval()
+    fused.requires_grad_(False)
+    return {c: FusedCombinedModel(fused, c) for c in combiners}
