@@ -85,3 +85,15 @@ def test_equidistant_test_subset():
     ds = load_dataset(DataConfig(dataset="synthetic", synthetic_test_size=100, synthetic_image_size=8))
     x, y = ds.test_tensors(10)
     assert len(x) == 10 and torch.equal(y, ds.test_y[::10])
+
+
+def test_train_subset_is_class_balanced_on_sorted_data(tmp_path, monkeypatch):
+    # The offline CIFAR tree is sorted by class: a subset must not be a prefix (one class only).
+    import igat.data as data_mod
+
+    x = torch.zeros(100, 3, 8, 8, dtype=torch.uint8)
+    y = torch.arange(10).repeat_interleave(10)
+    fake = data_mod.RawSplits(x, y, x[:10], y[::10], "sorted")
+    monkeypatch.setattr(data_mod, "load_cifar", lambda *a, **k: fake)
+    ds = load_dataset(DataConfig(dataset="cifar10", train_subset=20))
+    assert torch.bincount(ds.train_y, minlength=10).tolist() == [2] * 10
