@@ -8,7 +8,7 @@ Paths (all exact, same weights):
   fused           grouped-convolution engine (igat.models.fused), frozen during the attack
 
 Prints one line per path and the ratio to the plain loop. Usage:
-  python benchmarks/ensemble_speed.py --members 8 --batch 128 --device auto [--threads 2]
+  python benchmarks/ensemble_speed.py --members 8 --batch 128 --device auto [--threads 2] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timeit(fn, device: torch.device, warmup: int, repeats: int) -> float:
+def timeit(fn, device: torch.device, warmup: int, repeats: int, clock=time.perf_counter) -> float:
     for _ in range(warmup):
         fn()
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(repeats):
         fn()
     _sync(device)
-    return (time.perf_counter() - t0) / repeats
+    return (clock() - t0) / repeats
 
 
 def main() -> None:
@@ -50,6 +50,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with this process's CPU time instead of wall time: with --threads 1 it is robust "
+                         "to other load on a shared machine (CPU only)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,15 +111,16 @@ def main() -> None:
     }
     if fused_cl is not None:
         paths["fused+cl"] = (fused_cl, True)
+    clock = time.process_time if args.cpu_time and device.type == "cpu" else time.perf_counter
     print(f"device={device} threads={torch.get_num_threads()} members={n} batch={b} pgd_steps={args.pgd_steps} "
-          f"amp={args.amp}")
+          f"amp={args.amp} clock={'process CPU time' if clock is time.process_time else 'wall'}")
     print(f"{'path':14s} {'train img/s':>12s} {'ratio':>6s} {'PGD img/s':>10s} {'ratio':>6s}")
     base_train = base_pgd = None
     warm = 1 if device.type == "cpu" else 3
     reps = args.repeats if device.type == "cpu" else max(args.repeats, 10)
     for name, (model, freeze) in paths.items():
-        t_train = timeit(train_step(model), device, warm, reps)
-        t_pgd = timeit(attack(model, freeze), device, 1 if device.type == "cpu" else 2, max(1, reps // 2))
+        t_train = timeit(train_step(model), device, warm, reps, clock)
+        t_pgd = timeit(attack(model, freeze), device, 1 if device.type == "cpu" else 2, max(1, reps // 2), clock)
         train_ips, pgd_ips = b / t_train, b / t_pgd
         # the train column for loop and loop+frozen is the same computation; report it once
         if base_train is None:
