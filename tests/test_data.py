@@ -97,3 +97,12 @@ def test_train_subset_is_class_balanced_on_sorted_data(tmp_path, monkeypatch):
     monkeypatch.setattr(data_mod, "load_cifar", lambda *a, **k: fake)
     ds = load_dataset(DataConfig(dataset="cifar10", train_subset=20))
     assert torch.bincount(ds.train_y, minlength=10).tolist() == [2] * 10
+
+
+def test_equidistant_indices_cover_the_range():
+    from igat.data import equidistant_indices
+
+    assert equidistant_indices(10000, 1000).tolist() == list(range(0, 10000, 10))  # the paper's CW subset
+    idx = equidistant_indices(50000, 4000)
+    labels = idx // 5000  # class-sorted: 5,000 per class
+    assert torch.bincount(labels, minlength=10).tolist() == [400] * 10
