@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import Tensor
 
 from igat.defenses._gradients import AdversarialParams, ensemble_pgd, require_members
-from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy, member_ce
+from igat.defenses.base import DEFENSES, REFERENCE_ADAM, Defense, LossOutput, accuracy, member_ce
 
 ENTROPY_LOG_OFFSET = 1e-20
 DET_OFFSET = 1e-6
@@ -77,7 +77,7 @@ class ADP(Defense):
     description = ("ADP: members' CE minus ensemble entropy and log-det diversity of non-true-class predictions, "
                    "optionally with PGD training on the averaged ensemble.")
     recommended = {
-        "optim": {"name": "adam", "lr": 0.001, "weight_decay": 1e-4, "adam_eps": 1e-7, "milestones": [100, 150]},
+        "optim": REFERENCE_ADAM,
         "train": {"epochs": 200, "batch_size": 128},
     }
 

@@ -98,6 +98,11 @@ class Defense:
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
 
+# The optimiser of the DVERGE-repo family of reference trainers (ADP, GAL, CLDL ports; TRS with its own
+# milestones): Adam lr 1e-3, weight decay 1e-4, eps 1e-7, lr x0.1 at epochs 100 and 150 (spec §2).
+REFERENCE_ADAM: dict[str, Any] = {"name": "adam", "lr": 0.001, "weight_decay": 1e-4, "adam_eps": 1e-7,
+                                  "milestones": [100, 150]}
+
 
 def member_ce(logits: Tensor, y: Tensor) -> Tensor:
     """Sum over members of each member's batch-mean cross-entropy; logits [N, B, C], y [B] or [N, B]."""

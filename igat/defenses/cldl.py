@@ -32,7 +32,7 @@ from igat.defenses._gradients import (
     pairwise_cosine,
     require_members,
 )
-from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy
+from igat.defenses.base import DEFENSES, REFERENCE_ADAM, Defense, LossOutput, accuracy
 
 HIDDEN_DIM = 64
 KL_LOG_OFFSET = 1e-6
@@ -115,7 +115,7 @@ class CLDL(Defense):
     description = ("CLDL: members fit label-confusion soft labels (KL) with JSD diversity of their confusion vectors "
                    "and a gradient-coherence penalty (+ PGD on the averaged ensemble).")
     recommended = {
-        "optim": {"name": "adam", "lr": 0.001, "weight_decay": 1e-4, "adam_eps": 1e-7, "milestones": [100, 150]},
+        "optim": REFERENCE_ADAM,
         "train": {"epochs": 200, "batch_size": 128},
         "data": {"noise_std": 0.045},
         "model": {"activation": "leaky_relu"},

@@ -21,7 +21,7 @@ from igat.defenses._gradients import (
     pairwise_cosine,
     require_members,
 )
-from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy, member_ce
+from igat.defenses.base import DEFENSES, REFERENCE_ADAM, Defense, LossOutput, accuracy, member_ce
 
 LOG_OFFSET = 1e-20
 
@@ -46,7 +46,7 @@ class GAL(Defense):
     Params = GALParams
     description = "GAL: members' CE plus a log-sum-exp penalty on pairwise cosines of their input gradients (+ PGD)."
     recommended = {
-        "optim": {"name": "adam", "lr": 0.001, "weight_decay": 1e-4, "adam_eps": 1e-7, "milestones": [100, 150]},
+        "optim": REFERENCE_ADAM,
         "train": {"epochs": 200, "batch_size": 128},
         "data": {"noise_std": 0.045},
         "model": {"activation": "leaky_relu"},

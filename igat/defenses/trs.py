@@ -21,7 +21,7 @@ from torch import Tensor
 
 from igat.attacks.base import project
 from igat.defenses._gradients import member_ce_gradients, pairwise_cosine, require_members
-from igat.defenses.base import DEFENSES, Defense, DefenseParams, LossOutput, accuracy, member_ce
+from igat.defenses.base import DEFENSES, REFERENCE_ADAM, Defense, DefenseParams, LossOutput, accuracy, member_ce
 
 GradFn = Callable[[Tensor], Tensor]  # x [B, ...] -> per-member input gradients [N, B, D] (graph kept)
 
@@ -81,7 +81,7 @@ class TRS(Defense):
     Params = TRSParams
     description = "TRS: members' CE plus |cos| of input gradients and their squared norm on PGD-maximised inputs."
     recommended = {
-        "optim": {"name": "adam", "lr": 0.001, "weight_decay": 1e-4, "adam_eps": 1e-7, "milestones": [40, 80]},
+        "optim": {**REFERENCE_ADAM, "milestones": [40, 80]},
         "train": {"epochs": 120, "batch_size": 128},
     }
 
