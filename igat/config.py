@@ -74,7 +74,9 @@ class ModelConfig(StrictModel):
     num_members: int = Field(8, ge=1, le=64, description="number of ensemble members N")
     activation: Literal["relu", "leaky_relu"] = "relu"
     leaky_slope: float = Field(0.1, ge=0.0, le=1.0)
-    channels_last: bool = Field(False, description="channels_last memory format for the member loop")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="channels_last memory format for the member loop; auto = on for the CPU, where it "
+        "was the fastest exact path measured (docs/benchmarks.md), off elsewhere until measured")
     engine: Literal["auto", "loop", "fused"] = Field(
         "auto", description="ensemble execution for evaluation: member loop, fused grouped convolutions, "
         "or auto (the fastest exact path per device: loop on CPU, fused on CUDA for plain members)")

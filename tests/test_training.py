@@ -126,12 +126,13 @@ def test_pgd_at_improves_robust_accuracy_over_standard(tmp_path):
     for defense, params in (("standard", {}), ("pgd_at", {"eps": eps, "step_size": eps / 3, "steps": 4})):
         cfg = _cfg(tmp_path, defense, defense={"name": defense, "params": params}, model={"num_members": 1},
                    data={"synthetic_train_size": 256},
-                   train={"epochs": 8, "batch_size": 32, "eval_examples": 0}, optim={"lr": 0.05})
+                   train={"epochs": 12, "batch_size": 32, "eval_examples": 0}, optim={"lr": 0.05})
         tr = Trainer(cfg)
         tr.fit()
         x, y = tr.dataset.test_tensors()
         rows = evaluate_ensemble(tr.ensemble, x, y, ["average"], attack, per_member=False)
         results[defense] = {r.attack: r.accuracy for r in rows}
     assert results["standard"]["natural"] > 0.8
-    assert results["pgd_at"]["pgd"] > results["standard"]["pgd"] + 0.1, results
+    # 12 epochs: measured PGD accuracy 0.47-0.48 (pgd_at) vs 0.00-0.05 (standard) over seeds 0 and 1
+    assert results["pgd_at"]["pgd"] > results["standard"]["pgd"] + 0.2, results
     assert all(math.isfinite(v) for r in results.values() for v in r.values())

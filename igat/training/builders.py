@@ -28,7 +28,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_ensemble(config: ExperimentConfig, dataset: Dataset | None, defense: Defense | None = None) -> Ensemble:
+def resolve_channels_last(setting: bool | str, device: torch.device | str | None) -> bool:
+    if setting == "auto":
+        return device is None or torch.device(device).type == "cpu"
+    return bool(setting)
+
+
+def build_ensemble(config: ExperimentConfig, dataset: Dataset | None, defense: Defense | None = None,
+                   device: torch.device | str | None = None) -> Ensemble:
     num_classes = dataset.num_classes if dataset else config.data.num_classes
     kwargs = dict(
         num_classes=num_classes,
@@ -47,7 +54,8 @@ def build_ensemble(config: ExperimentConfig, dataset: Dataset | None, defense: D
         kwargs.update(mean=mean, std=std)
     if defense is not None:
         kwargs.update(defense.member_kwargs())
-    return Ensemble.resnet20(config.model.num_members, channels_last=config.model.channels_last, **kwargs)
+    channels_last = resolve_channels_last(config.model.channels_last, device)
+    return Ensemble.resnet20(config.model.num_members, channels_last=channels_last, **kwargs)
 
 
 def build_optimizers(config: ExperimentConfig, ensemble: Ensemble, extra: nn.ModuleDict) -> list[torch.optim.Optimizer]:

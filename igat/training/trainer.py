@@ -89,7 +89,7 @@ class Trainer:
         seed_everything(config.seed)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, config.seed)
         self.defense = build_defense(config)
-        self.ensemble = build_ensemble(config, self.dataset, self.defense).to(self.device)
+        self.ensemble = build_ensemble(config, self.dataset, self.defense, self.device).to(self.device)
         self.extra = nn.ModuleDict(self.defense.extra_modules(self.dataset.num_classes)).to(self.device)
         self.optimizers = build_optimizers(config, self.ensemble, self.extra)
         self.schedulers = build_schedulers(config, self.optimizers)
@@ -225,7 +225,7 @@ def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> tuple
     config = ExperimentConfig.from_dict(ckpt["config"])
     defense = build_defense(config)
     # No dataset needed: build_ensemble takes the normalisation constants from the config's data set.
-    ensemble = build_ensemble(config, None, defense).to(device)
+    ensemble = build_ensemble(config, None, defense, device).to(device)
     ensemble.load_member_state_dicts(ckpt["members"])
     ensemble.eval()
     return ensemble, config, ckpt
