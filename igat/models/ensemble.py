@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from igat.models.combiners import EnsembleOutput, combine, log_output
 from igat.models.resnet import MemberOutput, ResNet20
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class Ensemble(nn.Module):
@@ -90,25 +93,28 @@ class Ensemble(nn.Module):
         for m, s in zip(self.members, states, strict=True):
             m.load_state_dict(s)
 
-    @contextlib.contextmanager
-    def frozen(self, eval_mode: bool = True) -> Iterator[Ensemble]:
-        """Attack context: no parameter gradients (attacks only need input gradients).
+    def frozen(self, eval_mode: bool = True) -> contextlib.AbstractContextManager[Ensemble]:
+        """Attack context: no parameter gradients (attacks only need input gradients)."""
+        return frozen(self, eval_mode)
 
-        Restores requires_grad flags and train/eval mode on exit.
-        """
-        flags = [p.requires_grad for p in self.parameters()]
-        was_training = [m.training for m in self.modules()]
-        try:
-            for p in self.parameters():
-                p.requires_grad_(False)
-            if eval_mode:
-                self.eval()
-            yield self
-        finally:
-            for p, f in zip(self.parameters(), flags, strict=True):
-                p.requires_grad_(f)
-            for m, t in zip(self.modules(), was_training, strict=True):
-                m.training = t
+
+@contextlib.contextmanager
+def frozen(module: M, eval_mode: bool = True) -> Iterator[M]:
+    """Freeze ``module``'s parameters (and switch it to eval mode) for an attack or a diagnostic that
+    needs input gradients only; restores the requires_grad flags and train/eval modes on exit."""
+    flags = [p.requires_grad for p in module.parameters()]
+    was_training = [m.training for m in module.modules()]
+    try:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        if eval_mode:
+            module.eval()
+        yield module
+    finally:
+        for p, f in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        for m, t in zip(module.modules(), was_training, strict=True):
+            m.training = t
 
 
 class CombinedModel(nn.Module):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igat.attacks.pgd import pgd
+from igat.models.ensemble import frozen
 
 DeltaMode = Literal["pgd", "sign", "random"]
 LossFn = Callable[[Tensor], Tensor]  # x [B, ...] -> per-example loss [B]
@@ -136,17 +137,10 @@ def curvature_distributions(
 ) -> dict[str, Tensor]:
     """Curvature values per member (+ combined ensembles) or for a single model."""
     results: dict[str, Tensor] = {}
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:  # only input gradients are needed
-            p.requires_grad_(False)
+    with frozen(model, eval_mode=False):  # only input gradients are needed; model_curvature sets eval mode
         for name, target in targets_of(model, combiners).items():
             gen = torch.Generator(device=x.device).manual_seed(seed)  # same random draws for every target
             results[name] = model_curvature(target, x, y, mode, eps, pgd_steps, batch_size, gen)
-    finally:
-        for p, f in zip(params, flags, strict=True):
-            p.requires_grad_(f)
     return results
 
 

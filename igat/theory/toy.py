@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from igat.attacks.pgd import pgd
 from igat.config import ConfigError
-from igat.models.ensemble import Ensemble
+from igat.models.ensemble import Ensemble, frozen
 from igat.theory.curvature import compare_curvature
 from igat.theory.diagnostics import TheoryParams, diagnose
 from igat.theory.summary import distribution, jsonable
@@ -115,13 +115,8 @@ def train_mlp(x: Tensor, y: Tensor, p: ToyParams, adversarial: bool, seed: int) 
     for _ in range(p.steps):
         inputs = xb
         if adversarial:
-            model.eval()
-            for q in model.parameters():
-                q.requires_grad_(False)
-            inputs = pgd(model, xb, yb, eps=p.adv_eps, step_size=p.adv_eps / 2, steps=p.adv_steps, generator=g)
-            for q in model.parameters():
-                q.requires_grad_(True)
-            model.train()
+            with frozen(model):
+                inputs = pgd(model, xb, yb, eps=p.adv_eps, step_size=p.adv_eps / 2, steps=p.adv_steps, generator=g)
         loss = F.cross_entropy(model(inputs), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
