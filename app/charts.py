@@ -14,10 +14,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 # Display order and short labels of evaluation attacks (the paper's column order).
-ATTACK_ORDER = ["natural", "fgsm", "pgd", "cw", "signhunter", "sh", "square", "autoattack", "aa", "apgd_ce", "apgd_t",
-                "fab", "mdi2fgsm", "si2fgsm"]
-ATTACK_LABELS = {"natural": "Natural", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW", "signhunter": "SH", "sh": "SH",
-                 "autoattack": "AA", "aa": "AA", "square": "Square", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T",
+ATTACK_ORDER = ["natural", "fgsm", "pgd", "cw", "cw_opt", "signhunter", "sh", "square", "autoattack", "aa", "apgd_ce",
+                "apgd_t", "fab", "mdi2fgsm", "si2fgsm"]
+ATTACK_LABELS = {"natural": "Natural", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW", "cw_opt": "CW-opt", "signhunter": "SH",
+                 "sh": "SH", "autoattack": "AA", "aa": "AA", "square": "Square", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T",
                  "fab": "FAB"}
 
 MEMBER_ACC_RE = re.compile(r"_member_\d+$")

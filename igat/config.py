@@ -80,6 +80,10 @@ class ModelConfig(StrictModel):
     engine: Literal["auto", "loop", "fused"] = Field(
         "auto", description="ensemble execution for evaluation: member loop, fused grouped convolutions, "
         "or auto (the fastest exact path per device: loop on CPU, fused on CUDA for plain members)")
+    fold_bn: bool = Field(
+        True, description="run eval-mode attacks and evaluation on member copies with BatchNorm folded into the "
+        "convolutions (the same function up to float rounding; faster, docs/benchmarks.md); off = execute the "
+        "BatchNorm layers as the reference code does")
 
 
 class OptimConfig(StrictModel):

@@ -66,7 +66,8 @@ class EvalRow:
 
 
 def _member_model(ensemble: Ensemble, i: int):
-    return ensemble.members[i]
+    """Member i as executed now: call inside ``ensemble.frozen()`` to get its BatchNorm-folded copy."""
+    return ensemble.active_members[i]
 
 
 @torch.no_grad()
@@ -172,16 +173,16 @@ def evaluate_ensemble(
     # Build every attack once up front: invalid parameters fail before any work is done.
     built: list[tuple[AttackSpec, Attack]] = [(s, build_attack(s.name, s.params)) for s in specs]
     combined = combined_models(ensemble, list(combiners), engine, device)
-    targets: list[tuple[str, str, Any, list[tuple[AttackSpec, Attack]]]] = [
-        ("ensemble", c, combined[c], built) for c in combiners
-    ]
-    if per_member:
-        m_built = built if member_attacks is None else [b for b in built if b[0].name in set(member_attacks)]
-        targets += [(f"member_{i}", "-", _member_model(ensemble, i), m_built) for i in range(ensemble.num_members)]
-    if on_plan is not None:
-        on_plan(sum(len(attack_subset(attack, x, y)[0]) for *_, pairs in targets for _, attack in pairs))
     rows: list[EvalRow] = []
     with ensemble.frozen(eval_mode=True):
+        targets: list[tuple[str, str, Any, list[tuple[AttackSpec, Attack]]]] = [
+            ("ensemble", c, combined[c], built) for c in combiners
+        ]
+        if per_member:
+            m_built = built if member_attacks is None else [b for b in built if b[0].name in set(member_attacks)]
+            targets += [(f"member_{i}", "-", _member_model(ensemble, i), m_built) for i in range(ensemble.num_members)]
+        if on_plan is not None:
+            on_plan(sum(len(attack_subset(attack, x, y)[0]) for *_, pairs in targets for _, attack in pairs))
         for target, combiner, model, pairs in targets:
             for spec, attack in pairs:
                 xs, ys = attack_subset(attack, x, y)

@@ -4,7 +4,7 @@ This is the RobustBench/TRADES-style CW-inf: L-inf PGD in [0, 1] pixel space tha
 margin ``max_{k != y} z_k - z_y`` of the model's logits (for an ensemble: of the combiner's
 log-output, spec §3.1). The paper's reference code instead ran Carlini & Wagner's optimisation
 attack (tau-threshold, Adam in tanh space, binary search over c; spec §3.3); that variant is
-not this attack and would be registered under a different name.
+not this attack: it is registered as ``cw_opt`` (:mod:`igat.attacks.cw_opt`).
 
 As in the paper (Section 6.1, following Carmon et al.), CW is evaluated on 1,000 equidistant
 test examples by default: ``num_examples`` caps the evaluation set (``None`` = all of it);

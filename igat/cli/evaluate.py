@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--combiners", action="append", metavar="A,B",
                    help="combiners, e.g. average,max (default: config eval.combiners, plus soe for SoE runs)")
     p.add_argument("--attacks", action="append", metavar="A,B",
-                   help="attacks, e.g. pgd,cw,signhunter,autoattack (default: config eval.attacks); natural is always run")
+                   help="attacks, e.g. pgd,cw,cw_opt,signhunter,autoattack (default: config eval.attacks); natural is always run")
     p.add_argument("--num-examples", type=int, metavar="N",
                    help="equidistant test examples (default: config eval.num_examples); CW caps itself at 1,000")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")

@@ -63,7 +63,7 @@ def member_features(ensemble, layer: int) -> FeatureFn:
     """Layer-l pre-activation features of member m on its own input copy."""
 
     def fn(xs: Tensor) -> Tensor:
-        return torch.stack([m.layer_features(xs[i], layer) for i, m in enumerate(ensemble.members)])
+        return torch.stack([m.layer_features(xs[i], layer) for i, m in enumerate(ensemble.active_members)])
 
     return fn
 

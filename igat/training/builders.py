@@ -55,7 +55,8 @@ def build_ensemble(config: ExperimentConfig, dataset: Dataset | None, defense: D
     if defense is not None:
         kwargs.update(defense.member_kwargs())
     channels_last = resolve_channels_last(config.model.channels_last, device)
-    return Ensemble.resnet20(config.model.num_members, channels_last=channels_last, **kwargs)
+    return Ensemble.resnet20(config.model.num_members, channels_last=channels_last, fold_bn=config.model.fold_bn,
+                             **kwargs)
 
 
 def build_optimizers(config: ExperimentConfig, ensemble: Ensemble, extra: nn.ModuleDict) -> list[torch.optim.Optimizer]:

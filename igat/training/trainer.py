@@ -64,7 +64,7 @@ def probe_metrics(ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor, pgd_step
             if pgd_steps > 0:
                 x_adv = pgd(model, x, y, steps=pgd_steps, generator=gen)
                 metrics[f"test_pgd_acc_{comb}"] = _accuracy(model, x_adv, y)
-        member_acc = [_accuracy(m, x, y) for m in ensemble.members]
+        member_acc = [_accuracy(m, x, y) for m in ensemble.active_members]
     metrics["test_nat_acc_member_mean"] = sum(member_acc) / len(member_acc)
     for i, a in enumerate(member_acc):
         metrics[f"test_nat_acc_member_{i}"] = a
