@@ -40,6 +40,7 @@ class ProgressBar(Callback):
         src = info.get("data_source", "")
         resumed = f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else ""
         print(f"training on {info['device']} ({src}){resumed}; checkpoints in {info['output_dir']}", file=sys.stderr)
+        self._bar(info["start_epoch"] + 1)  # started now, so its rate counts the steps before the first log
 
     def _bar(self, epoch: int):
         from tqdm import tqdm
@@ -53,9 +54,9 @@ class ProgressBar(Callback):
 
     def on_step(self, epoch, step, metrics):
         bar = self._bar(epoch)
-        bar.n = (step - 1) % max(self.steps_per_epoch, 1) + 1
+        done = (step - 1) % max(self.steps_per_epoch, 1) + 1
         bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}", refresh=False)
-        bar.refresh()
+        bar.update(max(done - bar.n, 0))  # update(), not n = ...: tqdm's rate and ETA need the increments
 
     def on_epoch_end(self, epoch, metrics, member_stats):
         if self.bar is not None:
@@ -64,3 +65,5 @@ class ProgressBar(Callback):
         probe = ", ".join(f"{k[5:]}={v:.3f}" for k, v in metrics.items() if k.startswith("test_") and "member_" not in k)
         print(f"epoch {epoch}/{self.total_epochs}: loss={metrics.get('train_loss', float('nan')):.4f} "
               f"{probe} ({metrics['epoch_seconds']:.1f}s)", file=sys.stderr)
+        if epoch < self.total_epochs:
+            self._bar(epoch + 1)
