@@ -175,3 +175,18 @@ def test_ablate_cli_trains_base_first(tmp_path, capsys):
     # bad override -> clear error naming the field
     assert cli_main(["ablate", str(path), "--set", "igat.rule=best"]) == 2
     assert "igat.rule" in capsys.readouterr().err
+
+
+def test_presets_pick_their_cw_attack():
+    attacks = [{"name": "natural"}, {"name": "cw", "params": {"steps": 5, "num_examples": 50}}]
+    cfg = synthetic_config(defense={"name": "pgd_at"}, eval={"attacks": attacks})
+    ref = apply_preset(cfg, "reference-code")
+    assert [(a.name, a.params) for a in ref.eval.attacks] == [("natural", {}), ("cw_opt", {"num_examples": 50})]
+    back = apply_preset(ref, "paper")
+    assert [(a.name, a.params) for a in back.eval.attacks] == [("natural", {}), ("cw", {"num_examples": 50})]
+    # both listed: a deliberate comparison, left alone
+    both = synthetic_config(eval={"attacks": [{"name": "cw"}, {"name": "cw_opt"}]})
+    assert [a.name for a in apply_preset(both, "reference-code").eval.attacks] == ["cw", "cw_opt"]
+    # no CW at all: nothing added
+    assert [a.name for a in apply_preset(synthetic_config(), "reference-code").eval.attacks] == \
+        [a.name for a in synthetic_config().eval.attacks]
