@@ -91,11 +91,14 @@ def main() -> None:
     else:
         fused_cl = FusedResNet20Ensemble.from_members(list(loop.members)).to(device).to(memory_format=torch.channels_last)
 
+    def amp():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda")
+
     def train_step(model):
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda"):
+            with amp():
                 logits = model(x)
                 loss = F.cross_entropy(logits.reshape(-1, 10).float(), y.repeat(n))
             opt.zero_grad(set_to_none=True)
@@ -122,8 +125,7 @@ def main() -> None:
             return log_output(model(z).softmax(-1).mean(0))
 
         def run():
-            with attack_context(model, freeze), \
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda"):
+            with attack_context(model, freeze), amp():
                 pgd(fwd, x, y, steps=args.pgd_steps)
 
         return run
@@ -137,10 +139,9 @@ def main() -> None:
             return model(z).reshape(-1, 10)
 
         def step():
-            with attack_context(model, freeze), \
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda"):
+            with attack_context(model, freeze), amp():
                 adv = pgd(flat, xs, ys, steps=args.at_steps)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda"):
+            with amp():
                 loss = F.cross_entropy(flat(adv).float(), ys)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -65,11 +65,6 @@ class EvalRow:
         return record
 
 
-def _member_model(ensemble: Ensemble, i: int):
-    """Member i as executed now: call inside ``ensemble.frozen()`` to get its BatchNorm-folded copy."""
-    return ensemble.active_members[i]
-
-
 @torch.no_grad()
 def _correct(model, x: Tensor, y: Tensor) -> Tensor:
     return model(x).argmax(1) == y
@@ -180,7 +175,8 @@ def evaluate_ensemble(
         ]
         if per_member:
             m_built = built if member_attacks is None else [b for b in built if b[0].name in set(member_attacks)]
-            targets += [(f"member_{i}", "-", _member_model(ensemble, i), m_built) for i in range(ensemble.num_members)]
+            # inside frozen(): the members as executed now (their BatchNorm-folded copies when fold_bn is on)
+            targets += [(f"member_{i}", "-", m, m_built) for i, m in enumerate(ensemble.active_members)]
         if on_plan is not None:
             on_plan(sum(len(attack_subset(attack, x, y)[0]) for *_, pairs in targets for _, attack in pairs))
         for target, combiner, model, pairs in targets:

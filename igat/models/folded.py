@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from igat.models.resnet import MemberOutput, ResNet20
+from igat.models.resnet import ClassifierHeads, ResNet20
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, channels_last: bool, flipp
                           conv.padding[0], weight_t)
 
 
-class FoldedResNet20(nn.Module):
+class FoldedResNet20(ClassifierHeads, nn.Module):
     """Eval-mode ResNet20 with folded BatchNorm; same forward / forward_full / layer_features."""
 
     def __init__(self, member: ResNet20, channels_last: bool, flipped_backward: bool | None = None) -> None:
@@ -114,22 +114,6 @@ class FoldedResNet20(nn.Module):
             h = conv2(self._act(conv1(out)))
             out = self._act(h.add_(out if short is None else short(out)))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
-
-    def forward_full(self, x: Tensor) -> MemberOutput:
-        feat = self.trunk(x)
-        hidden = None
-        head_in = feat
-        if self.hidden is not None:
-            hidden = self.hidden(feat)
-            head_in = F.leaky_relu(hidden, 0.1)
-        aux = self.aux(feat).squeeze(1) if self.aux is not None else None
-        return MemberOutput(logits=self.fc(head_in), aux=aux, hidden=hidden, features=feat)
-
-    def forward(self, x: Tensor) -> Tensor:
-        feat = self.trunk(x)
-        if self.hidden is not None:
-            feat = F.leaky_relu(self.hidden(feat), 0.1)
-        return self.fc(feat)
 
     def layer_features(self, x: Tensor, layer: int) -> Tensor:
         """As :meth:`ResNet20.layer_features`: the folded conv output is the BN output."""

@@ -64,7 +64,35 @@ class MemberOutput:
     features: Tensor | None = None  # pooled 64-d trunk feature
 
 
-class ResNet20(nn.Module):
+class ClassifierHeads:
+    """``forward`` / ``forward_full`` over a pooled-feature ``trunk``: the optional CLDL hidden layer, the
+    SoE confidence head and the classifier. Shared by :class:`ResNet20` and its BatchNorm-folded copy."""
+
+    hidden: nn.Linear | None
+    fc: nn.Linear
+    aux: nn.Linear | None
+
+    def trunk(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_full(self, x: Tensor) -> MemberOutput:
+        feat = self.trunk(x)
+        hidden = None
+        head_in = feat
+        if self.hidden is not None:
+            hidden = self.hidden(feat)
+            head_in = F.leaky_relu(hidden, 0.1)
+        aux = self.aux(feat).squeeze(1) if self.aux is not None else None
+        return MemberOutput(logits=self.fc(head_in), aux=aux, hidden=hidden, features=feat)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feat = self.trunk(x)
+        if self.hidden is not None:
+            feat = F.leaky_relu(self.hidden(feat), 0.1)
+        return self.fc(feat)
+
+
+class ResNet20(ClassifierHeads, nn.Module):
     num_feature_layers = 20  # DVERGE layer indices 1..20 (spec §2.4)
 
     def __init__(
@@ -113,22 +141,6 @@ class ResNet20(nn.Module):
         for block in self.blocks:
             out = block(out)
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
-
-    def forward_full(self, x: Tensor) -> MemberOutput:
-        feat = self.trunk(x)
-        hidden = None
-        head_in = feat
-        if self.hidden is not None:
-            hidden = self.hidden(feat)
-            head_in = F.leaky_relu(hidden, 0.1)
-        aux = self.aux(feat).squeeze(1) if self.aux is not None else None
-        return MemberOutput(logits=self.fc(head_in), aux=aux, hidden=hidden, features=feat)
-
-    def forward(self, x: Tensor) -> Tensor:
-        feat = self.trunk(x)
-        if self.hidden is not None:
-            feat = F.leaky_relu(self.hidden(feat), 0.1)
-        return self.fc(feat)
 
     def layer_features(self, x: Tensor, layer: int) -> Tensor:
         """Pre-activation feature at DVERGE layer index ``layer`` in 1..20 (spec §2.4).
