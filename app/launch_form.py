@@ -17,7 +17,7 @@ import annotated_types
 import yaml
 from pydantic import BaseModel
 
-from igat.config import ConfigError, ExperimentConfig, deep_merge
+from igat.config import ConfigError, ExperimentConfig, ModelConfig, deep_merge
 
 DATASETS = ["cifar10", "cifar100", "synthetic"]
 PRESETS = ["paper", "reference-code"]
@@ -31,6 +31,8 @@ FORM_PATHS: dict[str, str] = {
     "preset": "preset",
     "dataset": "data.dataset",
     "members": "model.num_members",
+    "depth": "model.depth",
+    "width": "model.width",
     "defense": "defense.name",
     "igat": "igat.enabled",
     "alpha": "igat.alpha",
@@ -49,10 +51,10 @@ FORM_PATHS: dict[str, str] = {
 PATH_KEYS = {path: key for key, path in FORM_PATHS.items()}
 DEFENSE_PARAM_PREFIX = "dp."
 # The "Fine-tune from" widget: its value is a base run id (SCRATCH = train from scratch); the form
-# writes that run's checkpoint into igat.init_checkpoint (``build_config``).
+# writes that run's checkpoint into train.init_checkpoint (``build_config``).
 BASE_KEY = "init_run"
 SCRATCH = 0
-INIT_CHECKPOINT = "igat.init_checkpoint"
+INIT_CHECKPOINT = "train.init_checkpoint"
 
 
 merge = deep_merge  # one recursive merge for the form, the CLI and the presets
@@ -131,7 +133,7 @@ def default_config(defense: str, igat: bool = False, preset: str = "paper", data
 def finetune_config(run_cfg: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
     """The iGAT fine-tuning of a trained run: its config (data, model, defense, evaluation, seed)
     with iGAT on, the paper's iGAT defaults for its defense and dataset, its preset, and
-    ``igat.init_checkpoint`` = the run's checkpoint."""
+    ``train.init_checkpoint`` = the run's checkpoint."""
     from igat.presets import igat_defaults
 
     data = copy.deepcopy(run_cfg)
@@ -159,7 +161,7 @@ class BaseRun:
 
 
 def base_run_id(data: dict[str, Any], bases: dict[int, BaseRun]) -> int:
-    """The widget value for a config: the base run whose checkpoint its igat.init_checkpoint names."""
+    """The widget value for a config: the base run whose checkpoint its train.init_checkpoint names."""
     path = get_path(data, INIT_CHECKPOINT)
     if path and (get_path(data, "igat.enabled") or False):
         for run in bases.values():
@@ -286,6 +288,8 @@ def form_values(data: dict[str, Any]) -> dict[str, Any]:
     values["seeds"] = str(data.get("seed", 0))
     values["steps_per_epoch"] = int(values["steps_per_epoch"] or 0)
     values["num_examples"] = int(values["num_examples"] or 0)
+    for size in ("depth", "width"):  # configs stored before the size knobs have neither: the defaults
+        values[size] = int(values[size] or ModelConfig.model_fields[size].default)
     values["attacks"] = [a["name"] for a in (get_path(data, "eval.attacks") or [])]
     values["combiners"] = list(values["combiners"] or [])
     values["alpha"] = float(values["alpha"])

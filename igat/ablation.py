@@ -42,7 +42,7 @@ def ablation_variants(config: ExperimentConfig) -> list[tuple[str, ExperimentCon
     """The Table 3 variants of an iGAT fine-tuning config, as (label, validated config).
 
     Labels: opposite, random, hard, beta0, full. Each config keeps ``config``'s seed, base checkpoint
-    (``igat.init_checkpoint``), data and budget and changes only the rule / beta; names get the label
+    (``train.init_checkpoint``), data and budget and changes only the rule / beta; names get the label
     and ``output_dir`` (when set) a sub-directory, so the runs never share a checkpoint directory.
     The "full" variant uses the soft rule with ``config``'s beta (if that is 0, it equals "beta0").
     """
@@ -61,7 +61,8 @@ def ablation_variants(config: ExperimentConfig) -> list[tuple[str, ExperimentCon
 def base_config_of(config: ExperimentConfig) -> ExperimentConfig:
     """The base-defense run behind an iGAT config: the same config with iGAT switched off."""
     data = config.to_dict()
-    data["igat"].update(enabled=False, init_checkpoint=None)
+    data["igat"]["enabled"] = False
+    data["train"]["init_checkpoint"] = None
     data["name"] = f"{config.name}-base"
     return ExperimentConfig.from_dict(data)
 
@@ -134,7 +135,7 @@ def run_ablation(
     for seed in seeds if seeds is not None else [config.seed]:
         seeded = config.model_copy(deep=True)
         seeded.seed = seed
-        seeded.igat.init_checkpoint = str(base_checkpoint)
+        seeded.train.init_checkpoint = str(base_checkpoint)
         for label, cfg in ablation_variants(seeded):
             out_dir = root / f"{label}-seed{seed}"
             say(f"fine-tuning {label} (seed {seed}) -> {out_dir}")

@@ -13,7 +13,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from igat.config_input import (
+    InputError,
+    bool_for_number,
+    holds_model,
+    name_problem,
+    one_line,
+    param_problems,
+    parse_yaml,
+    path_problem,
+    read_config_file,
+    tags_problem,
+    text_problem,
+)
 
 EPS_8_255 = 8 / 255
 STEP_2_255 = 2 / 255
@@ -25,6 +47,10 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors))
+
+    def one_line(self, limit: int = 5) -> str:
+        """The errors on one line for a terminal (control characters escaped, at most ``limit``)."""
+        return one_line(self.errors, limit)
 
     @classmethod
     def from_validation(cls, exc: ValidationError, prefix: str = "") -> ConfigError:
@@ -39,7 +65,21 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are never a meaningful setting (``grad_clip: .inf`` would silently disable clipping).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_ambiguous_input(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads ``num_members: true`` as 1 and a control character would reach the database
+        # and terminals; both are refused for every field of every config section.
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and bool_for_number(field.annotation, value):
+            raise ValueError("must be a number, not a boolean")
+        # Sections are checked by their own models, so the error names the innermost field.
+        if (field is None or not holds_model(field.annotation)) and (problem := text_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
 class PGDParams(StrictModel):
@@ -70,7 +110,13 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    arch: Literal["resnet20"] = "resnet20"
+    arch: Literal["resnet20"] = Field(
+        "resnet20", description="member family: CIFAR ResNet (BasicBlocks, option-B shortcuts); its size is "
+        "model.depth x model.width (the name is kept so every stored config still loads)")
+    depth: int = Field(20, description="CIFAR ResNet depth 6n+2 in 8..110 (8, 14, 20, 32, 44, 56, 110 ...); "
+                       "20 = the paper's ResNet-20")
+    width: int = Field(1, description="integer channel multiplier 1..8: stages of 16w/32w/64w channels; "
+                       "1 = the paper's 16/32/64")
     num_members: int = Field(8, ge=1, le=64, description="number of ensemble members N")
     activation: Literal["relu", "leaky_relu"] = "relu"
     leaky_slope: float = Field(0.1, ge=0.0, le=1.0)
@@ -84,6 +130,25 @@ class ModelConfig(StrictModel):
         True, description="run eval-mode attacks and evaluation on member copies with BatchNorm folded into the "
         "convolutions (the same function up to float rounding; faster, docs/benchmarks.md); off = execute the "
         "BatchNorm layers as the reference code does")
+
+    @field_validator("depth")
+    @classmethod
+    def _cifar_resnet_depth(cls, v: int) -> int:
+        # one rule for the config and the model itself (the model module imports torch, hence lazily)
+        from igat.models.resnet import depth_error
+
+        if problem := depth_error(v):
+            raise ValueError(problem)
+        return v
+
+    @field_validator("width")
+    @classmethod
+    def _channel_multiplier(cls, v: int) -> int:
+        from igat.models.resnet import width_error
+
+        if problem := width_error(v):
+            raise ValueError(problem)
+        return v
 
 
 class OptimConfig(StrictModel):
@@ -116,6 +181,10 @@ class TrainConfig(StrictModel):
     log_every: int = Field(10, ge=1, description="steps between step-metric emissions")
     eval_examples: int = Field(512, ge=0, le=100000, description="test examples for the per-epoch natural/PGD accuracy (0 = off)")
     eval_pgd_steps: int = Field(10, ge=0, le=1000, description="PGD steps of the per-epoch robust-accuracy probe (0 = natural only)")
+    init_checkpoint: str | None = Field(
+        None, max_length=4096, description="warm start: initialise the members (and jointly trained modules) from this "
+        "checkpoint's weights, e.g. a baseline to fine-tune with iGAT or the standard-trained ensemble DVERGE starts "
+        "from (None = random initialisation)")
 
 
 class DefenseConfig(StrictModel):
@@ -156,7 +225,12 @@ class IGATConfig(StrictModel):
     reg_true_class: bool = Field(
         False, description="include the true class in L_R's max (eq. 15 read literally); default: wrong classes only")
     bn_mode: Literal["train", "eval"] = "eval"
-    init_checkpoint: str | None = Field(None, description="baseline checkpoint to fine-tune from (None = from scratch)")
+    base_adv: bool = Field(
+        False, description="keep the base defense's own adversarial-training term (its plus_adv PGD) under iGAT. "
+        "Off (paper §5.1, both presets): the only attack of a step is the global one and the base contributes its "
+        "non-adversarial terms (eq. 11/16). On: the earlier behaviour (a second ensemble attack per step whose "
+        "examples train every member). The reference iGAT-DVERGE trainer keeps DVERGE's per-member AT; its preset "
+        "sets this on for DVERGE")
 
 
 class AttackSpec(StrictModel):
@@ -185,12 +259,15 @@ Preset = Literal["paper", "reference-code"]
 
 
 class ExperimentConfig(StrictModel):
-    name: str = Field("experiment", min_length=1, max_length=200)
-    tags: list[str] = Field(default_factory=list)
+    name: str = Field("experiment", min_length=1, max_length=200,
+                      description="a plain name (letters, digits, space, - _ . +): it names the run's folder")
+    tags: list[str] = Field(default_factory=list, description="at most 32 short labels, no commas")
     preset: Preset = "paper"
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    output_dir: str | None = Field(None, description="where checkpoints go; default runs/<name>-<seed>")
+    output_dir: str | None = Field(
+        None, description="where checkpoints go, inside the runs folder for `igat train` (./runs or $IGAT_RUNS_DIR); "
+        "default runs/<name>-seed<seed>; workers always use $IGAT_HOME/runs/<run id>")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
@@ -198,6 +275,51 @@ class ExperimentConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_init_checkpoint(cls, data: Any) -> Any:
+        # The warm start used to be ``igat.init_checkpoint`` (iGAT fine-tunes only); it is now
+        # ``train.init_checkpoint`` for any run. Stored configs and YAML files of the old form keep working.
+        if not isinstance(data, dict) or not isinstance(data.get("igat"), dict) or "init_checkpoint" not in data["igat"]:
+            return data
+        data = dict(data)
+        igat = dict(data["igat"])
+        old = igat.pop("init_checkpoint")
+        data["igat"] = igat
+        train = data.get("train")
+        if old is not None and isinstance(train, dict | type(None)):
+            train = dict(train or {})
+            if train.get("init_checkpoint") not in (None, old):
+                raise ValueError("train.init_checkpoint: conflicts with igat.init_checkpoint (the old name of the "
+                                 "same field); give only train.init_checkpoint")
+            train["init_checkpoint"] = old
+            data["train"] = train
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # The name becomes a folder (runs/<name>-seed<seed>), a database value and a terminal line.
+        if (problem := name_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _plain_tags(cls, value: list[str]) -> list[str]:
+        if (problem := tags_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _usable_path(cls, value: str | None) -> str | None:
+        # Only the form is checked here; where a run may write is decided by whoever runs it (the CLI
+        # confines it to its runs folder, workers ignore it).
+        if value is not None and (problem := path_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _check_registered(self) -> ExperimentConfig:
@@ -212,16 +334,23 @@ class ExperimentConfig(StrictModel):
             errors.append(("defense.name", f"unknown defense {self.defense.name!r}; choose one of {', '.join(DEFENSES.names())}"))
         else:
             params_model = DEFENSES.get(self.defense.name).Params
+            problems = param_problems(params_model, self.defense.params)
+            errors.extend((f"defense.params.{k}", m) for k, m in problems)
             try:
-                params_model(**self.defense.params)
+                if not problems:
+                    params_model(**self.defense.params)
             except ValidationError as exc:
                 errors.extend(ConfigError.from_validation(exc, "defense.params.").errors)
         for i, spec in enumerate(self.eval.attacks):
             if spec.name not in ATTACKS:
                 errors.append((f"eval.attacks.{i}.name", f"unknown attack {spec.name!r}; choose one of {', '.join(ATTACKS.names())}"))
                 continue
+            attack_params = ATTACKS.get(spec.name).Params
+            problems = param_problems(attack_params, spec.params)
+            errors.extend((f"eval.attacks.{i}.params.{k}", m) for k, m in problems)
             try:
-                ATTACKS.get(spec.name).Params(**spec.params)
+                if not problems:
+                    attack_params(**spec.params)
             except ValidationError as exc:
                 errors.extend(ConfigError.from_validation(exc, f"eval.attacks.{i}.params.").errors)
         for i, c in enumerate(self.eval.combiners):
@@ -261,19 +390,26 @@ class ExperimentConfig(StrictModel):
 
     @classmethod
     def from_text(cls, text: str) -> ExperimentConfig:
+        """Parse YAML or JSON (YAML is a superset) within size limits, refusing duplicate keys and an
+        empty document (an empty file is a mistake, not a request for every default; ``{}`` is)."""
         try:
-            data = yaml.safe_load(text)  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
-            raise ConfigError([("config", f"not valid YAML/JSON: {exc}")]) from None
+            data = parse_yaml(text)
+        except InputError as exc:
+            raise ConfigError([(exc.field, exc.message)]) from None
         if data is None:
-            data = {}
+            raise ConfigError([("config", "the config is empty; give at least one field (or {} for all defaults)")])
         if not isinstance(data, dict):
             raise ConfigError([("config", "the top level must be a mapping of fields")])
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
-        return cls.from_text(Path(path).read_text())
+        """Read a config file: a regular UTF-8 text file within the size limit (see :meth:`from_text`)."""
+        try:
+            text = read_config_file(path)
+        except InputError as exc:
+            raise ConfigError([(exc.field, exc.message)]) from None
+        return cls.from_text(text)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -307,17 +443,21 @@ def deep_merge(into: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) and re-validate."""
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML, with the config file's limits) and re-validate."""
     data = cfg.to_dict()
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep:
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
             raise ConfigError([(item, "override must look like field.path=value")])
-        node = data
-        parts = key.split(".")
+        key = ".".join(parts)
+        node: Any = data
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError([(key, "cannot set a field inside a non-mapping value")])
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = parse_yaml(raw, what=key)
+        except InputError as exc:
+            raise ConfigError([(exc.field, exc.message)]) from None
     return ExperimentConfig.from_dict(data)

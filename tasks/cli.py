@@ -12,6 +12,7 @@ Celery, Redis and the store are imported inside the command functions, so ``igat
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -34,8 +36,14 @@ def register(subparsers) -> None:
                    help="prefork (default) gives revoke(terminate) and a fresh process per run")
     w.add_argument("--loglevel", default="info")
     w.add_argument("--no-recover", action="store_true",
-                   help="do not re-enqueue runs whose worker died (stale heartbeat) at start-up; leave them to "
-                   "Redis' visibility timeout")
+                   help="do not re-enqueue runs whose worker died (stale heartbeat), neither at start-up nor "
+                   "periodically; leave them to Redis' visibility timeout")
+    w.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                   help="a running run without a heartbeat for this long counts as dead (default IGAT_STALE_AFTER "
+                   "or 60)")
+    w.add_argument("--stale-check", type=float, default=None, metavar="SECONDS",
+                   help="how often this worker looks for dead runs to re-queue (default IGAT_STALE_CHECK_SECONDS or "
+                   "15); a crashed run resumes within stale-after + stale-check seconds")
     w.set_defaults(func=cmd_worker)
 
     u = subparsers.add_parser("up", help="start everything: embedded broker, a worker and the dashboard",
@@ -83,8 +91,69 @@ def register(subparsers) -> None:
 
 # --- helpers ----------------------------------------------------------------------------------------
 def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
+    print(f"error: {printable_lines(msg)}", file=sys.stderr)
     return 2
+
+
+# Bidirectional-text controls reorder what a terminal shows ("Trojan Source"); the C0/C1 controls
+# (ESC, CR, backspace, ...) can rewrite the screen, retitle the window or hide text.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(value: object) -> str:
+    """``value`` as text safe to print on a terminal: control characters become Python-style escapes
+    (``\\x1b``, ``\\n``, ``\\u202e``). Names, errors and metric names come from configs anyone can submit."""
+    text = str(value)
+    return "".join(_escape(ch) if _is_control(ch) else ch for ch in text)
+
+
+def _is_control(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code <= 0x9F or ch in _BIDI_CONTROLS
+
+
+def _escape(ch: str) -> str:
+    return repr(ch)[1:-1] if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def printable_lines(value: object) -> str:
+    """Like :func:`printable` but keeps line breaks (a stored error with its traceback stays readable)."""
+    # split("\n"), not splitlines(): that also breaks at \r, \x1c.. and \x85, which must be escaped
+    return "\n".join(printable(line) for line in str(value).split("\n"))
+
+
+def _database_problem(exc: Exception) -> str:
+    """One line naming the database (password hidden) and the driver's first line of complaint."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from tasks.store import database_url
+
+    try:
+        where = make_url(database_url()).render_as_string(hide_password=True)
+    except ArgumentError:
+        where = "IGAT_DATABASE_URL (not a database URL)"
+    reason = str(getattr(exc, "orig", None) or exc)
+    first = next((ln.strip() for ln in reason.splitlines() if ln.strip()), type(exc).__name__)
+    return f"cannot use the database {printable(where)}: {printable(first)} (check IGAT_DATABASE_URL / IGAT_HOME)"
+
+
+def _database_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A database that cannot be reached or opened (server down, wrong URL, unwritable folder) is the
+    user's setup, not our bug: one line and exit code 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def guarded(args: argparse.Namespace) -> int:
+        from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
+        from tasks.store import DatabaseUnavailable
+
+        try:
+            return command(args)
+        except (OperationalError, InterfaceError, ArgumentError, DatabaseUnavailable) as exc:
+            return _err(_database_problem(exc))
+
+    return guarded
 
 
 def _set_pdeathsig(sig: int) -> None:
@@ -115,6 +184,22 @@ def _pool_child_dies_with_worker(**_kwargs) -> None:
 
 
 # --- igat worker ------------------------------------------------------------------------------------
+def _apply_recovery_settings(args: argparse.Namespace) -> str | None:
+    """Export --stale-after / --stale-check as the environment the pool processes and the sweep read, and
+    check the resulting settings; returns an error message or None."""
+    for value, name in ((args.stale_after, "IGAT_STALE_AFTER"), (args.stale_check, "IGAT_STALE_CHECK_SECONDS")):
+        if value is not None:
+            os.environ[name] = repr(value)
+    from tasks.jobs import JobSettings
+
+    try:
+        JobSettings.from_env()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@_database_errors
 def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         return _err("--concurrency must be >= 1")
@@ -129,21 +214,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return _err("--gpu must be a GPU index >= 0")
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     hostname = args.hostname or (f"gpu{args.gpu}@%h" if args.gpu is not None else "igat@%h")
+    problem = _apply_recovery_settings(args)
+    if problem:
+        return _err(problem)
 
     from celery.signals import worker_process_init
+    from kombu.utils.url import maybe_sanitize_url
 
     from tasks.celery_app import make_celery
     from tasks.store import igat_home, init_db
 
+    init_db()  # migrate once here, not in every pool process; and before a broker is started for nothing
     url, broker = _ensure_broker()
     if broker is not None:
-        print(f"embedded broker started at {url} (published in {igat_home() / 'broker.json'})", flush=True)
-    init_db()  # migrate once here, not in every pool process
+        print(f"embedded broker started at {maybe_sanitize_url(url)} (published in {igat_home() / 'broker.json'})",
+              flush=True)
     import igat.training  # noqa: F401  (preload torch + igat before forking: each run starts warm)
 
     worker_process_init.connect(_pool_child_dies_with_worker, weak=False)
     app = make_celery(url)
     if not args.no_recover:
+        from tasks import recovery
+
+        recovery.install(app)  # and from now on every IGAT_STALE_CHECK_SECONDS
         # A starting worker is the natural moment to pick up runs whose worker died: their message
         # would otherwise only come back after the (long) visibility timeout.
         from tasks import api
@@ -288,7 +381,6 @@ def cmd_up(args: argparse.Namespace) -> int:
                 print(f"iGAT Lab dashboard: http://{shown}:{args.port}  (Ctrl-C stops everything)", flush=True)
         else:
             print("worker running without dashboard (Ctrl-C stops everything)", flush=True)
-        next_sweep = time.monotonic() + 60
         while not stopping["flag"]:
             dead = [(n, p) for n, p in children if p.poll() is not None]
             if dead:
@@ -296,17 +388,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 print(f"error: the {name} exited with code {proc.returncode}; stopping", file=sys.stderr, flush=True)
                 rc = 1
                 break
-            if broker is not None and time.monotonic() > next_sweep:
-                # Runs left 'running' by a previous session that was killed outright only turn stale
-                # after a while; with the embedded broker nobody else would ever pick them up.
-                next_sweep = time.monotonic() + 60
-                try:
-                    requeued = api.requeue_stale()
-                except Exception as exc:  # noqa: BLE001 - best effort; the next sweep retries
-                    print(f"warning: stale-run sweep failed: {exc}", file=sys.stderr, flush=True)
-                else:
-                    if requeued:
-                        print(f"re-queued stale runs: {', '.join(map(str, requeued))}", flush=True)
+            # Runs a previous session left 'running' turn stale after a while: the workers' periodic
+            # stale-run check (tasks/recovery.py) re-queues them.
             time.sleep(0.5)
     except Exception as exc:  # noqa: BLE001 - report, then clean up below
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -331,18 +414,22 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 # --- igat submit ----------------------------------------------------------------------------------
+@_database_errors
 def cmd_submit(args: argparse.Namespace) -> int:
     from igat.config import ConfigError, ExperimentConfig, with_overrides
+    from igat.config_input import config_error_line, name_problem
     from tasks import api
 
+    # The whole input is checked before the store or the broker is touched: a refused config leaves
+    # no row and needs no broker.
     try:
         cfg = ExperimentConfig.load(args.config)
         if args.overrides:
             cfg = with_overrides(cfg, args.overrides)
-    except FileNotFoundError:
-        return _err(f"config file not found: {args.config}")
+        if args.name is not None and (problem := name_problem(args.name)) is not None:
+            raise ConfigError([("--name", problem)])
     except ConfigError as exc:
-        return _err("invalid config:\n" + "\n".join(f"  {f}: {m}" for f, m in exc.errors))
+        return _err(config_error_line(exc.errors))
     try:
         if args.seeds and args.ablation:
             return _err("use either --seeds or --ablation")
@@ -356,6 +443,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             exp_id, run_ids = api.submit_ablation(cfg, args.name)
         else:
             exp_id, run_ids = api.submit_runs([cfg], args.name or cfg.name)
+    except ConfigError as exc:  # a variant the seeds or the ablation derive (e.g. seed -1, a name too long)
+        return _err(config_error_line(exc.errors))
     except (api.SubmitError, ConnectionError, RuntimeError) as exc:
         return _err(str(exc))
     print(f"experiment {exp_id}: queued runs {', '.join(map(str, run_ids))}", flush=True)
@@ -369,7 +458,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             break
         time.sleep(2)
     for r in runs:
-        print(f"run {r.id} {r.name}: {r.status}" + (f" - {r.error.splitlines()[0]}" if r.error else ""))
+        print(f"run {r.id} {printable(r.name)}: {r.status}"
+              + (f" - {printable(r.error.splitlines()[0])}" if r.error and r.error.strip() else ""))
     return 0 if all(r.status == "succeeded" for r in runs) else 1
 
 
@@ -378,6 +468,7 @@ def _fmt_time(dt) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else "-"
 
 
+@_database_errors
 def cmd_runs_list(args: argparse.Namespace) -> int:
     from tasks import api
 
@@ -390,11 +481,13 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':>5} {'exp':>4} {'kind':<8} {'status':<10} {'epoch':>9} {'prog':>5} {'name':<32} worker")
     for r in runs:
-        print(f"{r.id:>5} {r.experiment_id or '-':>4} {r.kind:<8} {r.status:<10} {f'{r.epoch}/{r.total_epochs}':>9} "
-              f"{r.progress:>5.0%} {r.name[:32]:<32} {r.worker or '-'}")
+        print(f"{r.id:>5} {r.experiment_id or '-':>4} {printable(r.kind):<8} {printable(r.status):<10} "
+              f"{f'{r.epoch}/{r.total_epochs}':>9} {r.progress:>5.0%} {printable(r.name)[:32]:<32} "
+              f"{printable(r.worker or '-')}")
     return 0
 
 
+@_database_errors
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from tasks import api
 
@@ -404,25 +497,27 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         return _err(str(exc.args[0]))
     for field in ("id", "name", "kind", "status", "experiment_id", "defense", "igat", "seed", "variant", "epoch",
                   "total_epochs", "progress", "attempts", "worker", "checkpoint_path"):
-        print(f"{field:>16}: {getattr(run, field)}")
+        print(f"{field:>16}: {printable(getattr(run, field))}")
     for field in ("created_at", "started_at", "finished_at", "heartbeat_at"):
         print(f"{field:>16}: {_fmt_time(getattr(run, field))}")
     if run.error:
-        print(f"{'error':>16}: {run.error}")
+        print(f"{'error':>16}: {printable_lines(run.error)}")
     epochs = api.metrics_frame(run.id, "epoch")
     if len(epochs):
         last = epochs[epochs.step == epochs.step.max()]
         print("last epoch metrics:")
         for _, row in last.iterrows():
-            print(f"  {row['name']:<32} {row['value']:.4f}")
+            print(f"  {printable(row['name']):<32} {row['value']:.4f}")
     ev = api.eval_results_frame([run.id])
     if len(ev):
         print("evaluation:")
         for _, row in ev.iterrows():
-            print(f"  {row['target']:<10} {row['combiner']:<8} {row['attack']:<12} {row['accuracy']:.4f}")
+            print(f"  {printable(row['target']):<10} {printable(row['combiner']):<8} {printable(row['attack']):<12} "
+                  f"{row['accuracy']:.4f}")
     return 0
 
 
+@_database_errors
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
     from tasks import api
 
@@ -435,6 +530,7 @@ def cmd_runs_cancel(args: argparse.Namespace) -> int:
     return rc
 
 
+@_database_errors
 def cmd_runs_retry(args: argparse.Namespace) -> int:
     from tasks import api
 
@@ -448,6 +544,7 @@ def cmd_runs_retry(args: argparse.Namespace) -> int:
     return rc
 
 
+@_database_errors
 def cmd_runs_requeue(args: argparse.Namespace) -> int:
     from tasks import api
 

@@ -6,8 +6,9 @@ checkpoint per epoch, resumes from ``last.pt`` when the message is redelivered a
 ends the run as succeeded / failed (message stored) / cancelled. Nothing a run does - a bad config,
 a missing checkpoint, NaNs - escapes as an exception that could take the worker down.
 
-Knobs (environment): IGAT_HEARTBEAT_SECONDS (10), IGAT_STALE_AFTER (120: a running run whose
-heartbeat is older is considered dead and may be taken over), IGAT_MAX_ATTEMPTS (3 worker losses),
+Knobs (environment): IGAT_HEARTBEAT_SECONDS (10), IGAT_STALE_AFTER (60: a running run whose
+heartbeat is older is considered dead and may be taken over), IGAT_STALE_CHECK_SECONDS (15: how often
+every worker looks for such runs, see tasks/recovery.py), IGAT_MAX_ATTEMPTS (3 worker losses),
 IGAT_METRIC_FLUSH_ROWS (500), IGAT_METRIC_FLUSH_SECONDS (2), IGAT_CANCEL_POLL_SECONDS (0.5).
 """
 
@@ -50,7 +51,10 @@ def _env_float(name: str, default: float, minimum: float) -> float:
 @dataclass(frozen=True)
 class JobSettings:
     heartbeat_seconds: float = 10.0
-    stale_after: float = 120.0
+    # A crashed run is re-queued at most stale_after + stale_check_seconds after its last heartbeat
+    # (75 s): within the 2-minute recovery goal, yet six missed heartbeats before a live run counts as dead.
+    stale_after: float = 60.0
+    stale_check_seconds: float = 15.0
     max_attempts: int = 3
     flush_rows: int = 500
     flush_seconds: float = 2.0
@@ -65,6 +69,7 @@ class JobSettings:
         return cls(
             heartbeat_seconds=hb,
             stale_after=stale,
+            stale_check_seconds=_env_float("IGAT_STALE_CHECK_SECONDS", cls.stale_check_seconds, 0.1),
             max_attempts=int(_env_float("IGAT_MAX_ATTEMPTS", cls.max_attempts, 1)),
             flush_rows=int(_env_float("IGAT_METRIC_FLUSH_ROWS", cls.flush_rows, 1)),
             flush_seconds=_env_float("IGAT_METRIC_FLUSH_SECONDS", cls.flush_seconds, 0.0),
@@ -186,6 +191,27 @@ def _evaluate_into_store(ctx: _Context, ensemble, config, dataset, device, progr
     return len(payload)
 
 
+def run_key(run: Any) -> str:
+    """The identity a run's checkpoints are bound to: its id and creation time, so a run of a recreated
+    store that reuses an id never resumes the checkpoint of the old store's run with that id."""
+    created = run.created_at.strftime("%Y%m%dT%H%M%S%f") if run.created_at else "unknown"
+    return f"run-{run.id}@{created}"
+
+
+def _bound_trainer(trainer_cls, config, cb, out: Path, key: str):
+    """A Trainer that resumes only this run's own checkpoint. A folder holding another run's checkpoint
+    (left by a deleted or recreated store) is moved aside, kept for the user, and the run starts fresh."""
+    from igat.training.checkpoint import CheckpointMismatchError
+
+    try:
+        return trainer_cls(config, [cb], output_dir=out, resume=True, run_key=key)
+    except CheckpointMismatchError as exc:
+        aside = out.with_name(f"{out.name}.foreign-{utcnow().strftime('%Y%m%dT%H%M%S')}")
+        out.rename(aside)
+        log.warning("%s; moved that folder to %s and starting this run fresh", exc, aside)
+        return trainer_cls(config, [cb], output_dir=out, resume=True, run_key=key)
+
+
 def _train(ctx: _Context, finetune: bool) -> dict[str, Any]:
     from igat.training import Trainer
     from tasks.callbacks import DBCallback, truncate_after
@@ -195,8 +221,8 @@ def _train(ctx: _Context, finetune: bool) -> dict[str, Any]:
     if finetune:
         if not config.igat.enabled:
             raise JobError("a fine-tune run needs igat.enabled: true in its config")
-        if not config.igat.init_checkpoint:
-            config.igat.init_checkpoint = _checkpoint_of(ctx.engine, run, run_params(run))
+        if not config.train.init_checkpoint:
+            config.train.init_checkpoint = _checkpoint_of(ctx.engine, run, run_params(run))
             runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, config_json=config.to_json())
     s = ctx.settings
     has_eval = bool(config.eval.attacks)
@@ -204,7 +230,7 @@ def _train(ctx: _Context, finetune: bool) -> dict[str, Any]:
     cb = DBCallback(ctx.engine, ctx.run_id, ctx.attempt, config.train.epochs, flush_rows=s.flush_rows,
                     flush_seconds=s.flush_seconds, cancel_poll_seconds=s.cancel_poll_seconds, progress_share=share)
     out = run_dir(ctx.run_id)
-    trainer = Trainer(config, [cb], output_dir=out, resume=True)
+    trainer = _bound_trainer(Trainer, config, cb, out, run_key(run))
     # Points written after the checkpoint we resume from (or all, when starting over) are dropped:
     # the resumed run writes them again, so the series has neither gaps nor duplicates.
     truncate_after(ctx.engine, ctx.run_id, trainer.start_epoch, trainer.ctx.step)

@@ -4,18 +4,20 @@ redeliveries and the dashboard never race each other into an inconsistent state.
 queued --claim--> running --finish--> succeeded | failed | cancelled
 queued --cancel--> cancelled;  failed | cancelled --retry--> queued
 running (heartbeat older than stale_after: its worker died) --claim--> running (attempt + 1)
+running (stale) --take_for_requeue--> queued (new task id);  running (stale, cancel requested) --> cancelled
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, false, or_, select, update
+from sqlalchemy import and_, delete, false, or_, select, true, update
 from sqlalchemy.engine import Engine
 
 from tasks.store import Artifact, Run, RunStatus, utcnow
@@ -79,6 +81,82 @@ def claim(engine: Engine, run_id: int, worker: str, task_id: str | None, stale_a
                error=f"gave up: the run's worker was lost {row.attempts} times (IGAT_MAX_ATTEMPTS={max_attempts})")
         return ClaimResult(Claim.exhausted, row.attempts, RunStatus.failed)
     return ClaimResult(Claim.busy, row.attempts, row.status)
+
+
+def _dead(cutoff) -> Any:
+    """Running, but its worker stopped stamping the heartbeat before ``cutoff``."""
+    return and_(RUN.c.status == RunStatus.running, or_(RUN.c.heartbeat_at.is_(None), RUN.c.heartbeat_at < cutoff))
+
+
+def _task_id_is(task_id: str | None) -> Any:
+    return RUN.c.task_id.is_(None) if task_id is None else RUN.c.task_id == task_id
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """A run this caller moved back to queued: the message to send, and what to restore if sending fails."""
+
+    run_id: int
+    kind: str
+    task_id: str
+    old_task_id: str | None
+    old_status: str
+
+
+def take_for_requeue(engine: Engine, stale_after: float, new_task_id: Callable[[int], str], kinds: tuple[str, ...],
+                     include_queued: bool = False) -> list[Requeued]:
+    """Move runs of ``kinds`` whose worker died (and, with ``include_queued``, queued runs) to queued
+    under a new task id.
+
+    Every worker sweeps for dead runs, so several may see the same one at once: each run is taken with
+    its own conditional UPDATE that re-checks staleness and compares the task id, and only the caller
+    whose UPDATE hit the row enqueues it. Each UPDATE is its own write transaction (no read before it
+    in the same transaction), so on SQLite a loser waits for the lock instead of failing on a stale
+    snapshot, then matches nothing."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    wanted = or_(_dead(cutoff), RUN.c.status == RunStatus.queued) if include_queued else _dead(cutoff)
+    with engine.connect() as conn:
+        candidates = conn.execute(select(RUN.c.id, RUN.c.kind, RUN.c.task_id, RUN.c.status)
+                                  .where(wanted, RUN.c.kind.in_(kinds), RUN.c.cancel_requested == false())
+                                  .order_by(RUN.c.id)).all()
+    taken: list[Requeued] = []
+    for row in candidates:
+        still = _dead(cutoff) if row.status == RunStatus.running else RUN.c.status == RunStatus.queued
+        tid = new_task_id(row.id)
+        with engine.begin() as conn:
+            hit = conn.execute(update(RUN).where(RUN.c.id == row.id, RUN.c.cancel_requested == false(),
+                                                 _task_id_is(row.task_id), still)
+                               .values(status=RunStatus.queued, task_id=tid)).rowcount == 1
+        if hit:
+            taken.append(Requeued(row.id, row.kind, tid, row.task_id, row.status))
+    return taken
+
+
+def undo_requeue(engine: Engine, taken: list[Requeued]) -> None:
+    """Put runs whose new message could not be sent back as they were, so a later sweep retries them
+    (failing them would turn a broker hiccup into lost runs)."""
+    for t in taken:
+        with engine.begin() as conn:
+            conn.execute(update(RUN).where(RUN.c.id == t.run_id, RUN.c.status == RunStatus.queued,
+                                           RUN.c.task_id == t.task_id)
+                         .values(status=t.old_status, task_id=t.old_task_id))
+
+
+def cancel_dead(engine: Engine, stale_after: float) -> list[int]:
+    """End as cancelled the runs whose cancel was requested and whose worker then died: nobody is left to
+    notice the flag, and re-queueing them would only start work the user asked to stop."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    with engine.connect() as conn:
+        ids = list(conn.execute(select(RUN.c.id).where(_dead(cutoff), RUN.c.cancel_requested == true())).scalars())
+    done = []
+    for run_id in ids:
+        with engine.begin() as conn:
+            hit = conn.execute(update(RUN).where(RUN.c.id == run_id, _dead(cutoff))
+                               .values(status=RunStatus.cancelled, finished_at=utcnow(),
+                                       error="cancelled; its worker stopped before it could stop the run")).rowcount
+        if hit == 1:
+            done.append(run_id)
+    return done
 
 
 def finish(engine: Engine, run_id: int, status: RunStatus, error: str | None = None, attempt: int | None = None,

@@ -172,9 +172,70 @@ class Artifact(SQLModel, table=True):
 
 
 def igat_home() -> Path:
+    """``$IGAT_HOME`` (default ``~/.igat``), created if needed and kept private (0700): it holds the
+    store, the embedded broker's password (broker.json) and the checkpoints."""
     home = Path(os.environ.get("IGAT_HOME", Path.home() / ".igat"))
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    return private_dir(home)
+
+
+def _owned_by_me(st: os.stat_result) -> bool:
+    geteuid = getattr(os, "geteuid", None)  # POSIX only; elsewhere file modes mean little
+    return geteuid is not None and st.st_uid == geteuid()
+
+
+def _restrict(path: Path, mode: int) -> None:
+    """chmod ``path`` to ``mode`` if it is ours and group or others have any access (earlier versions
+    created these files world-readable). Someone else's file is left alone."""
+    try:
+        st = path.stat()
+        if _owned_by_me(st) and st.st_mode & 0o077:
+            path.chmod(mode)
+    except OSError:
+        pass
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (with parents) as 0700, and tighten it if it exists with wider permissions."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _restrict(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty as 0600 if missing (before SQLite or anyone else creates it with the umask's
+    0644), else tighten it to 0600."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.is_file():
+            _restrict(path, 0o600)
+    except OSError:
+        pass  # an unwritable folder: whoever opens the file next reports it
+    return path
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The store cannot be opened for a reason outside the database driver (its folder cannot be made)."""
+
+
+def _private_sqlite_files(url: str) -> None:
+    """Create the SQLite file's folder, and the file itself as 0600 (SQLite gives the -wal and -shm files
+    the database file's mode, so creating that one right is what matters); tighten existing ones."""
+    from sqlalchemy.engine import make_url
+
+    db = make_url(url).database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return
+    path = Path(db)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create the folder {path.parent}: {exc.strerror or exc}") from None
+    private_file(path)
+    for suffix in ("-wal", "-shm"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            _restrict(extra, 0o600)
 
 
 def database_url() -> str:
@@ -198,8 +259,12 @@ def make_engine(url: str | None = None, create: bool = True) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):
+        _private_sqlite_files(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif url.startswith("postgresql"):
+        # A server that does not answer (down, firewalled) must fail within seconds, not the OS's minutes.
+        engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if create:

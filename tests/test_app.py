@@ -441,6 +441,28 @@ def test_launch_rejects_bad_seeds(db):
     assert any("`seed`: 'x' is not an integer" in e.value for e in at.error)
 
 
+def test_launch_member_depth_and_width(db):
+    from app import launch_form as F
+
+    at = launch_tiny(app("launch"))
+    assert at.number_input(key="launch.depth").value == 20 and at.number_input(key="launch.width").value == 1
+    before = run_count(db)
+    at.number_input(key="launch.depth").set_value(21)
+    at.number_input(key="launch.width").set_value(0)
+    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    no_crash(at)
+    errors = "\n".join(e.value for e in at.error)
+    assert "`model.depth`: must be a CIFAR ResNet depth 6n+2 in 8..110" in errors
+    assert "`model.width`: must be an integer channel multiplier in 1..8" in errors
+    assert run_count(db) == before
+    # the form writes valid sizes into the config; a config stored before the knobs shows the defaults
+    configs, errs = F.validate(F.default_config("adp"), {"depth": 8, "width": 2, "seeds": "0"})
+    assert not errs and (configs[0].model.depth, configs[0].model.width) == (8, 2)
+    old = F.default_config("adp")
+    del old["model"]["depth"], old["model"]["width"]
+    assert (F.form_values(old)["depth"], F.form_values(old)["width"]) == (20, 1)
+
+
 def test_launch_submit_enqueues_one_run_per_seed(db, queue):
     at = launch_tiny(app("launch"))
     at.text_input(key="launch.seeds").set_value("3, 4")
@@ -540,7 +562,7 @@ def test_launch_igat_fine_tunes_the_picked_base_run(db, queue):
     assert len(runs) == 2 and sorted(r.seed for r in runs) == [0, 1]
     for r in runs:
         cfg = json.loads(r.config_json)
-        assert cfg["igat"]["enabled"] is True and cfg["igat"]["init_checkpoint"] == BASE_CHECKPOINT
+        assert cfg["igat"]["enabled"] is True and cfg["train"]["init_checkpoint"] == BASE_CHECKPOINT
         assert r.parent_run_id == base and r.kind == "finetune" and r.status == "queued"
     assert queued_messages(queue) == 2
 
@@ -551,7 +573,7 @@ def test_launch_igat_from_scratch_has_no_parent(db, queue):
     no_crash(at)
     with Session(engine_for(db)) as s:
         (run,) = s.exec(select(Run).where(Run.name.startswith("tiny"))).all()
-    assert json.loads(run.config_json)["igat"]["init_checkpoint"] is None
+    assert json.loads(run.config_json)["train"]["init_checkpoint"] is None
     assert run.parent_run_id is None and run.kind == "train"
 
 
@@ -570,7 +592,7 @@ def test_launch_ablation_variants_all_fine_tune_the_base(db, queue):
         exp = s.get(Experiment, runs[0].experiment_id)
     assert exp.kind == "ablation"
     assert sorted(r.variant for r in runs) == ["beta0", "full", "hard", "opposite", "random"]
-    assert {json.loads(r.config_json)["igat"]["init_checkpoint"] for r in runs} == {BASE_CHECKPOINT}
+    assert {json.loads(r.config_json)["train"]["init_checkpoint"] for r in runs} == {BASE_CHECKPOINT}
     assert {r.parent_run_id for r in runs} == {base} and {r.kind for r in runs} == {"finetune"}
 
 
@@ -582,7 +604,7 @@ def test_launch_base_run_member_mismatch_names_init_checkpoint(db):
     at.button(key="FormSubmitter:launch.form-Queue").click().run()
     no_crash(at)
     errors = "\n".join(e.value for e in at.error)
-    assert "`igat.init_checkpoint`" in errors and "model.num_members 2 (this form: 3)" in errors
+    assert "`train.init_checkpoint`" in errors and "model.num_members 2 (this form: 3)" in errors
     assert "defense.name" not in errors and "data.dataset" not in errors  # only the field that differs
     assert run_count(db) == before
 

@@ -12,7 +12,8 @@ def test_config_command_prints_recommended_defaults(capsys):
     assert cfg.defense.name == "pgd_at" and cfg.defense.params["steps"] == 10
 
 
-def test_train_command_trains_and_summarises(tmp_path, capsys):
+def test_train_command_trains_and_summarises(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IGAT_RUNS_DIR", str(tmp_path))  # the config's output_dir must lie in the runs folder
     cfg = synthetic_config(output_dir=str(tmp_path / "out"))
     path = tmp_path / "c.yaml"
     cfg.save(path)

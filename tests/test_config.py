@@ -60,3 +60,46 @@ def test_overrides():
     with pytest.raises(ConfigError) as info:
         with_overrides(cfg, ["model.num_members=-2"])
     assert "model.num_members" in _fields(info.value)
+
+
+def test_ordinary_yaml_still_loads():
+    """The guards refuse ambiguity, not YAML: merges may override merged keys, ``1e-4`` (a string in
+    YAML 1.1) is still read as a number, plain names may have spaces and dots, ``{}`` means defaults."""
+    text = (
+        "name: ADP v1.2 run_3\ntags: [paper, 'ablation:opposite']\n"
+        "optim: {weight_decay: 1e-4, lr: 1}\nmodel: {channels_last: true}\n"
+        "eval:\n  attacks:\n  - &pgd {name: pgd, params: {steps: 5, eps: 0.03}}\n  - {<<: *pgd, name: cw}\n"
+    )
+    cfg = ExperimentConfig.from_text(text)
+    assert cfg.name == "ADP v1.2 run_3" and cfg.optim.weight_decay == 1e-4 and cfg.optim.lr == 1.0
+    assert cfg.model.channels_last is True
+    assert [(a.name, a.params["steps"]) for a in cfg.eval.attacks] == [("pgd", 5), ("cw", 5)]
+    assert ExperimentConfig.from_text("{}") == ExperimentConfig()
+
+
+@pytest.mark.parametrize(
+    "text,field,words",
+    [
+        ("train:\n  epochs: 3\ntrain:\n  batch_size: 8\n", "train", "duplicate key at line 3 (first given at line 1)"),
+        ("", "config", "the config is empty"),
+        ("model: {num_members: true}", "model.num_members", "not a boolean"),
+        ("train: {grad_clip: .inf}", "train.grad_clip", "finite"),
+        ("name: a/b", "name", "not a plain name"),
+        ('name: "x\\0"', "name", "printable"),
+        ("a: &a [x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n" + "".join(
+            f"c{i}: &c{i} [{', '.join([f'*{p}'] * 10)}]\n" for i, p in enumerate(["b", "c0", "c1", "c2"])),
+         "config", "through aliases"),
+    ],
+)
+def test_ambiguous_or_oversized_text_is_refused(text, field, words):
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig.from_text(text)
+    assert field in _fields(info.value) and words in str(info.value), info.value.errors
+
+
+def test_assignment_is_checked_too():
+    cfg = ExperimentConfig()
+    with pytest.raises(ValueError, match="not a boolean"):
+        cfg.model.num_members = True
+    with pytest.raises(ValueError, match="not a plain name"):
+        cfg.name = "../x"

@@ -107,7 +107,8 @@ def test_config_error_names_the_defense_param():
         ExperimentConfig.from_dict({"defense": {"name": "adp", "params": {"alpha": -1}}})
     assert any(field == "defense.params.alpha" for field, _ in info.value.errors), info.value.errors
     with pytest.raises(ConfigError) as info:
-        ExperimentConfig.from_dict({"defense": {"name": "dverge", "params": {"layer": 21}}})
+        # beyond any model.depth (the check against the configured depth: tests/test_model_size.py)
+        ExperimentConfig.from_dict({"defense": {"name": "dverge", "params": {"layer": 111}}})
     assert any(field == "defense.params.layer" for field, _ in info.value.errors)
     with pytest.raises(ConfigError) as info:
         ExperimentConfig.from_dict({"defense": {"name": "trs", "params": {"no_such_knob": 1}}})

@@ -96,7 +96,7 @@ def test_compose_file_passes_docker_compose_config(tmp_path, resolved):
     assert proc.returncode == 0, proc.stderr
     # profiles: flower and the pinned example start only on request, the rest on a plain `up`
     default = {name for name, svc in resolved["services"].items() if not svc.get("profiles")}
-    assert default == {"redis", "postgres", "migrate", "dashboard", "worker"}
+    assert default == {"config-check", "redis", "postgres", "migrate", "dashboard", "worker"}
     assert resolved["services"]["flower"]["profiles"] == ["monitoring"]
 
 
@@ -117,6 +117,52 @@ def test_compose_requires_the_passwords(tmp_path):
     env.write_text("POSTGRES_PASSWORD=x\n")
     proc = _compose(["config", "-q"], env_file=env)
     assert proc.returncode != 0 and "set REDIS_PASSWORD in .env" in proc.stderr
+
+
+def _depends_on(services: dict, name: str) -> set[str]:
+    """Every service ``name`` waits for, directly or through others."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for dep in services[todo.pop()].get("depends_on", {}):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def _run_config_check(resolved: dict, **env: str) -> subprocess.CompletedProcess:
+    """The config-check service's script, run by sh with the environment compose gives it (plus ``env``)."""
+    service_env = {**resolved["services"]["config-check"]["environment"], **env}
+    return subprocess.run(["sh", "-ec", _shell_script(resolved, "config-check")], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], **service_env}, timeout=30)
+
+
+def test_env_example_placeholder_passwords_are_refused_before_anything_starts(tmp_path, resolved):
+    example = _compose(["config"], env_file=REPO / ".env.example")
+    assert example.returncode == 0, example.stderr
+    as_shipped = yaml.safe_load(example.stdout)
+    # every service of the stack waits for the check (redis and postgres directly, the rest through them)
+    services = as_shipped["services"]
+    check = services["config-check"]
+    assert check["restart"] == "no" and check["network_mode"] == "none"
+    for name in ("redis", "postgres"):
+        assert services[name]["depends_on"]["config-check"]["condition"] == "service_completed_successfully"
+    for name in services:
+        if name != "config-check":
+            assert "config-check" in _depends_on(services, name), f"{name} can start before the password check"
+    # with .env.example as it is, the check fails and says why
+    proc = _run_config_check(as_shipped)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "REDIS_PASSWORD POSTGRES_PASSWORD still hold the change-me placeholder" in proc.stderr
+    # each placeholder alone is refused, whatever its case and suffix
+    one = _run_config_check(resolved, POSTGRES_PASSWORD="CHANGE-ME")
+    assert one.returncode == 1 and "refusing to start: POSTGRES_PASSWORD still" in one.stderr
+    # real passwords pass (the env file of the other tests)
+    ok = _run_config_check(resolved)
+    assert ok.returncode == 0 and ok.stdout.strip() == "passwords set", ok.stderr
+    # a password that merely contains the words is a real password
+    assert _run_config_check(resolved, REDIS_PASSWORD="x-change-me").returncode == 0
 
 
 def test_compose_file_matches_the_compose_spec_schema(tmp_path):

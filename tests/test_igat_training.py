@@ -91,7 +91,7 @@ def test_reference_code_preset_fields_and_checkpoint(base_run, tmp_path):
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.milestones) == (
         "sgd", 0.001, 0.9, 1e-4, [])
     assert (cfg.train.batch_size, cfg.train.steps_per_epoch) == (512, 51)
-    assert ig.init_checkpoint == base.checkpoint and ig.enabled
+    assert cfg.train.init_checkpoint == base.checkpoint and ig.enabled
     # the reference DVERGE trainer: per-member optimisers, max combiner (inverted flag), adversarial-only terms
     dv = apply_preset(with_overrides(cfg, ["defense.name=dverge", "defense.params={}"]), "reference-code")
     assert (dv.igat.combiner, dv.optim.per_member, dv.igat.dist_domain, dv.igat.reg_domain) == (
@@ -132,11 +132,11 @@ def test_ablation_variants_share_everything_but_the_rule(tmp_path):
                    "beta0": ("soft", 0.0), "full": ("soft", 10.0)}
     for lab, v in variants:
         assert method_and_variant(v) == ("iGAT_pgd_at", lab)  # the label the reports group by
-        assert v.seed == cfg.seed and v.igat.init_checkpoint == cfg.igat.init_checkpoint and v.igat.alpha == cfg.igat.alpha
+        assert v.seed == cfg.seed and v.train.init_checkpoint == cfg.train.init_checkpoint and v.igat.alpha == cfg.igat.alpha
         assert v.igat.enabled and "ablation" in v.tags
     assert len({v.output_dir for _, v in variants}) == 5 and len({v.name for _, v in variants}) == 5
     base = base_config_of(cfg)
-    assert not base.igat.enabled and base.igat.init_checkpoint is None
+    assert not base.igat.enabled and base.train.init_checkpoint is None
 
 
 def test_run_ablation_from_base_checkpoint(base_run, tmp_path):

@@ -80,7 +80,7 @@ def on_method_change() -> None:
         old = current_config()
         new = F.default_config(st.session_state[key("defense")], bool(st.session_state[key("igat")]),
                                st.session_state[key("preset")], dataset=F.get_path(old, "data.dataset") or "cifar10")
-        for path in ("name", "tags", "data", "model.num_members", "eval", "seed"):
+        for path in ("name", "tags", "data", "model.num_members", "model.depth", "model.width", "eval", "seed"):
             F.set_path(new, path, F.get_path(old, path))
         if F.get_path(new, "igat.enabled"):  # a preset switch keeps the chosen base run
             F.set_path(new, F.INIT_CHECKPOINT, F.get_path(old, F.INIT_CHECKPOINT))
@@ -207,7 +207,7 @@ def yaml_box() -> None:
 
 
 def base_run_widget(bases: dict[int, F.BaseRun]) -> None:
-    """The "Fine-tune from" picker: scratch or a succeeded run's checkpoint (igat.init_checkpoint + parent run)."""
+    """The "Fine-tune from" picker: scratch or a succeeded run's checkpoint (train.init_checkpoint + parent run)."""
     k = key(F.BASE_KEY)
     if st.session_state.get(k) not in bases:  # unset, scratch, or a run that is gone
         st.session_state[k] = F.SCRATCH
@@ -215,10 +215,10 @@ def base_run_widget(bases: dict[int, F.BaseRun]) -> None:
     st.selectbox("Fine-tune from", options, key=k,
                  format_func=lambda i: bases[i].label() if i in bases else "train from scratch",
                  help="the paper trains the base defense first, then fine-tunes it with iGAT: pick a succeeded run "
-                      "with the same defense, members and dataset (its checkpoint becomes igat.init_checkpoint)")
+                      "with the same defense, members and dataset (its checkpoint becomes train.init_checkpoint)")
     loaded = F.get_path(st.session_state[key("base")], F.INIT_CHECKPOINT)
     if loaded and st.session_state[k] == F.SCRATCH:
-        st.caption(f"The loaded config's `igat.init_checkpoint` (`{loaded}`) is not a succeeded run in the store; "
+        st.caption(f"The loaded config's `train.init_checkpoint` (`{loaded}`) is not a succeeded run in the store; "
                    "pick a base run, or the run trains from scratch.")
     field_errors(F.BASE_KEY)
 
@@ -241,14 +241,22 @@ def the_form() -> None:
             field_errors("seeds")
 
         st.markdown("**Data and ensemble**")
-        c = st.columns(3)
+        c = st.columns(5)
         with c[0]:
             st.selectbox("Dataset", F.DATASETS, key=key("dataset"))
             field_errors("dataset")
         with c[1]:
-            st.number_input("Members (N)", key=key("members"), step=1, help="number of ResNet-20 members, 1..64")
+            st.number_input("Members (N)", key=key("members"), step=1, help="number of ResNet members, 1..64")
             field_errors("members")
         with c[2]:
+            st.number_input("Member depth", key=key("depth"), step=6,
+                            help="CIFAR ResNet depth 6n+2: 8, 14, 20 (the paper's ResNet-20), 32 ... 110")
+            field_errors("depth")
+        with c[3]:
+            st.number_input("Member width", key=key("width"), step=1,
+                            help="channel multiplier 1..8 (1 = 16/32/64 channels, the paper's)")
+            field_errors("width")
+        with c[4]:
             st.number_input("Evaluation examples", key=key("num_examples"), step=100,
                             help="equidistant test examples for the final evaluation (0 = all)")
             field_errors("num_examples")

@@ -13,6 +13,8 @@ COMMAND_MODULES = [
     "igat.cli.report",      # igat report
     "igat.cli.ablate",      # igat ablate
     "igat.cli.theory",      # igat theory
+    "igat.cli.checkpoint",  # igat checkpoint convert / inspect
+    "igat.cli.study",       # igat study
     "tasks.cli",            # igat worker / up / runs / submit (imports the queue lazily)
 ]
 
@@ -30,8 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from igat.training.checkpoint import CheckpointError
+
     try:
         return int(args.func(args) or 0)
+    except CheckpointError as exc:  # a refused or unusable checkpoint is the user's file, not our bug: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -51,21 +51,22 @@ def _configs(args: argparse.Namespace) -> tuple[ExperimentConfig, ExperimentConf
 
 def run(args: argparse.Namespace) -> int:
     from igat.ablation import format_table, run_ablation
+    from igat.cli.common import fail, format_config_error, output_dir_for, prepare_output_dir
 
-    if not Path(args.config).exists():
-        print(f"error: config file not found: {args.config}", file=sys.stderr)
-        return 2
     try:
         tuned, base = _configs(args)
+        # --output is the user's own choice; the default comes from the config file's output_dir or
+        # name, which must stay inside the runs folder like `igat train`'s.
+        root = Path(args.output) if args.output else Path(f"{output_dir_for(tuned)}-ablation")
+        if args.base and not Path(args.base).exists():
+            return fail(f"--base checkpoint not found: {args.base}")
+        prepare_output_dir(root, "--output" if args.output else "output_dir")
+        if args.json:
+            prepare_output_dir(Path(args.json).parent, "--json")
     except ConfigError as exc:
-        for field_name, msg in exc.errors:
-            print(f"error: {field_name}: {msg}", file=sys.stderr)
-        return 2
-    if args.base and not Path(args.base).exists():
-        print(f"error: --base checkpoint not found: {args.base}", file=sys.stderr)
-        return 2
+        return fail(format_config_error(exc))
     result = run_ablation(
-        tuned, base_checkpoint=args.base, seeds=args.seeds, output_root=args.output, base_config=base,
+        tuned, base_checkpoint=args.base, seeds=args.seeds, output_root=root, base_config=base,
         combiner=args.combiner, device=args.device, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     print(format_table(result))

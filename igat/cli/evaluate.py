@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from igat.config import ConfigError
+from igat.config_input import config_error_line
 
 
 def _split(values: Sequence[str] | None) -> list[str] | None:
@@ -63,7 +64,8 @@ def _evaluate_one(path: str, args: argparse.Namespace) -> int:
     member_attacks = _split(args.member_attacks) or ["natural", "pgd"]
     if member_attacks == ["all"]:
         member_attacks = None
-    bar = tqdm(total=0, unit="ex", desc=str(path), disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=0, unit="ex", desc=str(path), disable=args.no_progress, file=sys.stderr, dynamic_ncols=True,
+               delay=1.0)  # delay: a file refused at once leaves its one error line, no empty bar
 
     def on_plan(total: int) -> None:
         bar.total = total
@@ -98,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             status = max(status, _evaluate_one(path, args))
         except ConfigError as exc:
-            for field, msg in exc.errors:
-                print(f"error: {field}: {msg}", file=sys.stderr)
+            print(f"error: {path}: {config_error_line(exc.errors)}", file=sys.stderr)
             status = 2
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
-            print(f"error: {path}: {exc}", file=sys.stderr)
+            text = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            print(f"error: {text}", file=sys.stderr)
             status = 2
     return status

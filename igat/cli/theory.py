@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from igat.config import ConfigError
+from igat.config_input import InputError, config_error_line, read_config_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,9 +48,12 @@ FLAG_FIELDS = ("num_examples", "delta_mode", "eps", "pgd_steps", "pair_split", "
 def _base_params(spec: str | None) -> dict[str, Any]:
     if not spec:
         return {}
-    text = Path(spec).read_text() if Path(spec).exists() else spec
     try:
-        data = json.loads(text)
+        # A path is read like a config file (size limit, UTF-8 text, not a directory); else inline JSON.
+        text = read_config_file(spec) if Path(spec).exists() else spec
+        data = json.loads(text, parse_constant=_refuse_non_finite)
+    except InputError as exc:
+        raise ConfigError([("--params", exc.message)]) from None
     except json.JSONDecodeError as exc:
         raise ConfigError([("--params", f"not a JSON file or JSON object: {exc}")]) from None
     if not isinstance(data, dict):
@@ -57,9 +61,17 @@ def _base_params(spec: str | None) -> dict[str, Any]:
     return data
 
 
+def _refuse_non_finite(constant: str) -> Any:
+    raise ConfigError([("--params", f"{constant} is not allowed; give finite numbers")])
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         params = _base_params(args.params)
+        if args.out:  # checked now, not after a long computation
+            from igat.cli.common import prepare_output_dir
+
+            prepare_output_dir(Path(args.out).parent, "--out")
         if args.toy:
             from igat.theory.toy import format_toy_report, run_toy_study
 
@@ -80,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
             result = run_diagnostics(args.checkpoint, params)
             print(format_summary(result))
     except ConfigError as exc:
-        for field, msg in exc.errors:
-            print(f"error: {field}: {msg}", file=sys.stderr)
+        print(f"error: {config_error_line(exc.errors)}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,7 +8,15 @@ import sys
 
 import yaml
 
-from igat.cli.common import ProgressBar, fail, format_config_error, load_config
+from igat.cli.common import (
+    ProgressBar,
+    check_init_checkpoint,
+    fail,
+    format_config_error,
+    load_config,
+    output_dir_for,
+    prepare_output_dir,
+)
 from igat.config import ConfigError, ExperimentConfig, deep_merge
 
 
@@ -18,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="overrides config.device")
-    p.add_argument("--output-dir", default=None, help="checkpoint directory (default: config.output_dir or runs/NAME-seedS)")
+    p.add_argument("--output-dir", default=None,
+                   help="checkpoint directory, used as given (default: the config's output_dir, which must lie inside "
+                   "the runs folder ./runs or $IGAT_RUNS_DIR, else RUNS/NAME-seedSEED)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT_DIR/last.pt exists")
     p.add_argument("--eval", action="store_true", help="run the config's evaluation after training")
     p.set_defaults(func=run_train)
@@ -43,10 +53,14 @@ def run_train(args: argparse.Namespace) -> int:
         if args.device:
             overrides.append(f"device={args.device}")
         cfg = load_config(args.config, overrides)
+        # Everything the user can get wrong is checked here, before data loading and training.
+        output_dir = output_dir_for(cfg, args.output_dir)
+        check_init_checkpoint(cfg, output_dir, resume=not args.no_resume)
+        prepare_output_dir(output_dir, "--output-dir" if args.output_dir else "output_dir")
     except ConfigError as exc:
         return fail(format_config_error(exc))
     try:
-        trainer = Trainer(cfg, [ProgressBar(cfg.train.epochs)], output_dir=args.output_dir, resume=not args.no_resume)
+        trainer = Trainer(cfg, [ProgressBar(cfg.train.epochs)], output_dir=output_dir, resume=not args.no_resume)
         result = trainer.fit()
     except DataNotFoundError as exc:
         return fail(str(exc))

@@ -16,9 +16,13 @@ for _name in _MODULES:
 
 
 def build_defense(config: ExperimentConfig) -> Defense:
-    """The configured defense, wrapped by iGAT when ``igat.enabled``."""
+    """The configured defense, wrapped by iGAT when ``igat.enabled`` (without its own adversarial training
+    unless ``igat.base_adv``)."""
     cls = DEFENSES.get(config.defense.name)
-    defense = cls(cls.Params(**config.defense.params), config)
+    params = dict(config.defense.params)
+    if config.igat.enabled and not config.igat.base_adv and cls.adversarial_training_off:
+        params.update(cls.adversarial_training_off)  # iGAT's global examples replace the base's own AT
+    defense = cls(cls.Params(**params), config)
     if config.igat.enabled:
         from igat.defenses.igat import IGAT
 

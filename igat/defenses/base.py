@@ -53,6 +53,16 @@ class Defense:
     # Config overrides a researcher would start from for this defense (spec §2, CIFAR-10,
     # 8 x ResNet-20). The dashboard's launch form and `igat defaults DEFENSE` show them.
     recommended: ClassVar[dict[str, Any]] = {}
+    # Parameter values that switch off the defense's own adversarial training, i.e. what is left is its
+    # non-adversarial objective (eq. 11). iGAT applies them unless ``igat.base_adv`` (paper §5.1: the global
+    # examples, distributed, replace the full adversarial set every member would otherwise train on).
+    # None: the defense has no adversarial-training term to remove (standard, TRS whose inner maximisation
+    # belongs to its smoothness loss).
+    adversarial_training_off: ClassVar[dict[str, Any] | None] = None
+    # The defense whose trained ensemble this recipe starts from (a warm start through
+    # ``train.init_checkpoint``): DVERGE's reference trainer begins from a standard-trained ensemble (spec
+    # §2.4). ``igat study`` and ``igat ablate`` (when they train the base) pre-train it first.
+    warm_start_from: ClassVar[str | None] = None
 
     def __init__(self, params: DefenseParams, config: ExperimentConfig) -> None:
         self.params = params

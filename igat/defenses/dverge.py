@@ -5,7 +5,8 @@ independently drawn target x_t: d_m in B_eps(x_s) with m's layer-l features of d
 those of x_t (``distill``). Then the members are updated one after another; member i minimises
 sum_{j != i} CE(z^i(d_j), y_s) — it learns to classify the other members' "non-robust feature"
 images with the source label — [+ CE(z^i(PGD_i(x_s)), y_s) with plus_adv].
-The layer l is drawn uniformly from 1..20 once per epoch (or fixed) and checkpointed.
+The layer l is drawn uniformly from 1..depth of the member (1..20 for ResNet-20) once per epoch (or fixed)
+and checkpointed.
 
 Targets are a random permutation of the same mini-batch (the reference draws them from a second
 shuffled loader); the permutation comes from the checkpointed attack generator. Member i sees the
@@ -26,6 +27,7 @@ from torch import Tensor
 from igat.attacks.base import project
 from igat.defenses._gradients import require_members
 from igat.defenses.base import DEFENSES, Defense, DefenseParams, LossOutput, MemberStat, per_member_attack
+from igat.models.resnet import MAX_DEPTH
 
 FeatureFn = Callable[[Tensor], Tensor]  # per-member inputs [N, B, ...] -> per-member features [N, B, ...]
 
@@ -59,6 +61,15 @@ def distill(feature_fn: FeatureFn, x_source: Tensor, target_features: Tensor, ep
     return x.detach()
 
 
+def check_layer(layer: int | None, depth: int) -> int:
+    """The number of DVERGE layers of a depth-``depth`` member (stem, two per block, logits: = depth), after
+    checking a fixed ``layer`` against it: the params alone allow up to MAX_DEPTH, the member decides."""
+    if layer is not None and not 1 <= layer <= depth:
+        raise ValueError(f"defense.params.layer must be in 1..{depth} (the DVERGE layers of a model.depth {depth} "
+                         f"member), got {layer}")
+    return depth
+
+
 def member_features(ensemble, layer: int) -> FeatureFn:
     """Layer-l pre-activation features of member m on its own input copy."""
 
@@ -79,7 +90,8 @@ class DVERGEParams(DefenseParams):
     distill_alpha: float = Field(0.005, gt=0.0, le=1.0, description="distillation step size (iGAT 0.005; repo 0.007)")
     distill_steps: int = Field(10, ge=1, le=1000, description="distillation sign-gradient steps")
     distill_momentum: float = Field(1.0, ge=0.0, le=10.0, description="momentum mu over L1-normalised gradients (0 = none)")
-    layer: int | None = Field(None, ge=1, le=20, description="fixed distillation layer 1..20; None = uniform per epoch")
+    layer: int | None = Field(None, ge=1, le=MAX_DEPTH, description=(
+        "fixed distillation layer 1..model.depth (1..20 for ResNet-20); None = uniform per epoch"))
     coeff: float = Field(1.0, ge=0.0, le=100.0, description="weight of the distilled-data CE when plus_adv is on")
     plus_adv: bool = Field(True, description=(
         "DVERGE+AT: add CE on PGD examples crafted against each member alone (Table 1's 41 % PGD needs it)"))
@@ -94,6 +106,8 @@ class DVERGEParams(DefenseParams):
 class DVERGE(Defense):
     name = "dverge"
     Params = DVERGEParams
+    adversarial_training_off = {"plus_adv": False}
+    warm_start_from = "standard"
     description = ("DVERGE: each member learns to classify the other members' feature-distilled images with the "
                    "source label; sequential per-member updates (optionally + per-member PGD).")
     recommended = {
@@ -105,7 +119,8 @@ class DVERGE(Defense):
     def __init__(self, params, config) -> None:
         super().__init__(params, config)
         require_members(config, 2, self.name)
-        self.layer: int = params.layer or 20
+        self.num_layers = check_layer(params.layer, config.model.depth)
+        self.layer: int = params.layer or self.num_layers
         self._member_loss: list[float] = []
         self._member_count = 0
 
@@ -113,7 +128,7 @@ class DVERGE(Defense):
         p: DVERGEParams = self.params
         if p.layer is None:
             gen = ctx.generator
-            self.layer = int(torch.randint(1, 21, (1,), generator=gen, device=gen.device).item())
+            self.layer = int(torch.randint(1, self.num_layers + 1, (1,), generator=gen, device=gen.device).item())
         else:
             self.layer = p.layer
         self._member_loss = [0.0] * ctx.ensemble.num_members

@@ -29,11 +29,16 @@ class PGDATParams(DefenseParams):
 class PGDAdversarialTraining(Defense):
     name = "pgd_at"
     Params = PGDATParams
+    adversarial_training_off = {"clean_weight": 1.0}  # natural CE of every member
     description = "Independent PGD adversarial training of every member."
     recommended = {"optim": {"name": "sgd", "lr": 0.1, "milestones": [100, 150]}, "train": {"epochs": 200, "batch_size": 128}}
 
     def loss(self, ctx, x: Tensor, y: Tensor) -> LossOutput:
         p: PGDATParams = self.params
+        if p.clean_weight >= 1.0:  # no adversarial term: skip the attack entirely
+            logits = ctx.ensemble(x)
+            ce = member_ce(logits, y)
+            return LossOutput(ce, {"clean_ce": float(ce.detach()), "member_acc": accuracy(logits, y)})
         x_adv = per_member_attack(ctx.ensemble, x, y, p.eps, p.step_size, p.steps, p.random_start,
                                   ctx.generator, eval_mode=p.bn_mode == "eval")
         adv_logits = ctx.ensemble(x_adv)

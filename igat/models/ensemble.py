@@ -9,7 +9,7 @@ measured (grouped-convolution fusion and torch.func.vmap are slower there, see
 docs/benchmarks.md); ``channels_last=True`` speeds the loop up further. Inside
 ``Ensemble.frozen()`` in eval mode (attacks, evaluation) the members run as BatchNorm-folded
 copies (:mod:`igat.models.folded`, ``fold_bn=True``): the same function up to float rounding,
-about 1.2x faster again on the CPU. A fused grouped-conv engine for plain ResNet-20 members lives
+about 1.2x faster again on the CPU. A fused grouped-conv engine for plain ResNet members lives
 in :mod:`igat.models.fused` and round-trips exactly.
 """
 
@@ -44,6 +44,7 @@ class Ensemble(nn.Module):
     @classmethod
     def resnet20(cls, num_members: int, channels_last: bool = False, fold_bn: bool = True,
                  **member_kwargs) -> Ensemble:
+        """N CIFAR ResNet members; ``member_kwargs`` may set ``depth`` / ``width`` (default: ResNet-20)."""
         return cls([ResNet20(**member_kwargs) for _ in range(num_members)], channels_last, fold_bn)
 
     def __len__(self) -> int:
@@ -151,6 +152,18 @@ class CombinedModel(nn.Module):
         super().__init__()
         self.ensemble = ensemble
         self.combiner = combiner
+
+    # The wrapper has no mode of its own: it reports the ensemble's, live. Tools that save and restore the
+    # mode around an attack (torchattacks: ``given_training = model.training`` ... ``model.train()``) would
+    # otherwise read True from a fresh wrapper and flip eval-mode members to train mode afterwards.
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        ensemble = self._modules.get("ensemble")
+        return bool(ensemble.training) if ensemble is not None else True
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        pass  # Module.train(mode) still reaches the ensemble through the children
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ensemble.log_output(x, self.combiner)

@@ -1,4 +1,4 @@
-"""An inference-only copy of a ResNet-20 member with BatchNorm folded into its convolutions.
+"""An inference-only copy of a CIFAR ResNet member (any depth / width) with BatchNorm folded into its convolutions.
 
 In eval mode BatchNorm is a fixed per-channel affine map, so ``bn(conv(x))`` equals one
 convolution with weight ``w * g / sqrt(v + eps)`` and bias ``b - m * g / sqrt(v + eps)``: the
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from igat.models.resnet import ClassifierHeads, ResNet20
+from igat.models.resnet import CifarResNet, ClassifierHeads
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,16 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, channels_last: bool, flipp
 
 
 class FoldedResNet20(ClassifierHeads, nn.Module):
-    """Eval-mode ResNet20 with folded BatchNorm; same forward / forward_full / layer_features."""
+    """Eval-mode CifarResNet with folded BatchNorm; same forward / forward_full / layer_features."""
 
-    def __init__(self, member: ResNet20, channels_last: bool, flipped_backward: bool | None = None) -> None:
+    def __init__(self, member: CifarResNet, channels_last: bool, flipped_backward: bool | None = None) -> None:
         super().__init__()
         if flipped_backward is None:  # measured win on the CPU only (docs/benchmarks.md)
             flipped_backward = member.conv1.weight.device.type == "cpu"
         fold = lambda conv, bn: fold_conv_bn(conv, bn, channels_last, flipped_backward)  # noqa: E731
         self.channels_last = channels_last
         self.num_classes = member.num_classes
+        self.num_feature_layers = member.num_feature_layers  # DVERGE layers 1..depth, as the member
         self.mean, self.std = member.mean, member.std
         act = member.act
         self.negative_slope = act.negative_slope if isinstance(act, nn.LeakyReLU) else None
@@ -116,10 +117,10 @@ class FoldedResNet20(ClassifierHeads, nn.Module):
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def layer_features(self, x: Tensor, layer: int) -> Tensor:
-        """As :meth:`ResNet20.layer_features`: the folded conv output is the BN output."""
-        if not 1 <= layer <= ResNet20.num_feature_layers:
-            raise ValueError(f"layer must be in 1..{ResNet20.num_feature_layers}, got {layer}")
-        if layer == ResNet20.num_feature_layers:
+        """As :meth:`CifarResNet.layer_features`: the folded conv output is the BN output."""
+        if not 1 <= layer <= self.num_feature_layers:
+            raise ValueError(f"layer must be in 1..{self.num_feature_layers}, got {layer}")
+        if layer == self.num_feature_layers:
             return self.forward(x)
         out = self.stem(self._input(x))
         if layer == 1:
@@ -137,7 +138,7 @@ class FoldedResNet20(ClassifierHeads, nn.Module):
 
 
 def fold_member(member: nn.Module, channels_last: bool) -> nn.Module:
-    """The folded copy of a ResNet-20 member; any other module (toy MLPs) is returned as it is."""
-    if isinstance(member, ResNet20):
+    """The folded copy of a CIFAR ResNet member; any other module (toy MLPs) is returned as it is."""
+    if isinstance(member, CifarResNet):
         return FoldedResNet20(member, channels_last)
     return member

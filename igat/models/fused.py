@@ -1,4 +1,5 @@
-"""A fused execution engine for N plain ResNet-20 members: one network with grouped convolutions.
+"""A fused execution engine for N plain CIFAR ResNet members (any one depth / width, default ResNet-20): one
+network with grouped convolutions.
 
 Member m's channels occupy slice [m*C, (m+1)*C) of every layer; convolutions use groups=N so
 members never mix, BatchNorm over N*C channels is exactly per-member BatchNorm, and the heads
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from igat.models.resnet import CIFAR10_MEAN, CIFAR10_STD, ResNet20, make_activation
+from igat.models.resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet, block_plan, make_activation
 
 
 def _gconv(n: int, cin: int, cout: int, k: int, stride: int) -> nn.Conv2d:
@@ -50,21 +51,22 @@ class FusedResNet20Ensemble(nn.Module):
         std: Sequence[float] = CIFAR10_STD,
         activation: str = "relu",
         leaky_slope: float = 0.1,
+        depth: int = 20,
+        width: int = 1,
     ) -> None:
         super().__init__()
+        plan = block_plan(depth, width)  # the members' layout, so the state dicts convert one to one
+        self.depth, self.width = depth, width
         n = self.num_members = num_members
         self.num_classes = num_classes
         self.register_buffer("mean", torch.tensor(mean).repeat(n).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).repeat(n).view(1, -1, 1, 1), persistent=False)
         self.act = make_activation(activation, leaky_slope)
-        self.conv1, self.bn1 = _gconv(n, 3, 16, 3, 1), nn.BatchNorm2d(n * 16)
-        blocks, cin = [], 16
-        for cout, stride in ((16, 1), (32, 2), (64, 2)):
-            for b in range(3):
-                blocks.append(_FusedBlock(n, cin, cout, stride if b == 0 else 1, self.act))
-                cin = cout
-        self.blocks = nn.ModuleList(blocks)
-        self.fc_weight = nn.Parameter(torch.empty(n, num_classes, 64))
+        stem = plan[0][0]
+        self.conv1, self.bn1 = _gconv(n, 3, stem, 3, 1), nn.BatchNorm2d(n * stem)
+        self.blocks = nn.ModuleList(_FusedBlock(n, cin, cout, stride, self.act) for cin, cout, stride in plan)
+        self.feature_dim = plan[-1][1]
+        self.fc_weight = nn.Parameter(torch.empty(n, num_classes, self.feature_dim))
         self.fc_bias = nn.Parameter(torch.zeros(n, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -80,12 +82,12 @@ class FusedResNet20Ensemble(nn.Module):
         out = self.act(self.bn1(self.conv1((x - self.mean) / self.std)))
         for block in self.blocks:
             out = block(out)
-        feat = F.adaptive_avg_pool2d(out, 1).flatten(1).view(-1, n, 64)  # [B, N, 64]
+        feat = F.adaptive_avg_pool2d(out, 1).flatten(1).view(-1, n, self.feature_dim)  # [B, N, 64w]
         return torch.einsum("bnf,ncf->nbc", feat, self.fc_weight) + self.fc_bias[:, None, :]
 
-    # --- exact conversion to/from per-member ResNet20 state dicts ------------------------
+    # --- exact conversion to/from per-member CifarResNet state dicts ---------------------
     def _pairs(self) -> list[tuple[str, nn.Module]]:
-        """(member-module prefix, fused module) for every conv/BN, in ResNet20's naming."""
+        """(member-module prefix, fused module) for every conv/BN, in CifarResNet's naming."""
         pairs: list[tuple[str, nn.Module]] = [("conv1", self.conv1), ("bn1", self.bn1)]
         for i, blk in enumerate(self.blocks):
             p = f"blocks.{i}."
@@ -126,14 +128,17 @@ class FusedResNet20Ensemble(nn.Module):
         return states
 
     @classmethod
-    def from_members(cls, members: Sequence[ResNet20]) -> FusedResNet20Ensemble:
+    def from_members(cls, members: Sequence[CifarResNet]) -> FusedResNet20Ensemble:
         first = members[0]
         if any(m.hidden is not None or m.aux is not None for m in members):
-            raise ValueError("the fused engine supports plain ResNet-20 members only (no CLDL hidden layer / SoE head)")
+            raise ValueError("the fused engine supports plain ResNet members only (no CLDL hidden layer / SoE head)")
+        if len({(m.depth, m.width) for m in members}) != 1:
+            raise ValueError("the fused engine needs members of one depth and width, got "
+                             + ", ".join(f"{m.depth}x{m.width}" for m in members))
         act = first.act
         fused = cls(len(members), first.num_classes, first.mean.flatten().tolist(), first.std.flatten().tolist(),
                     "leaky_relu" if isinstance(act, nn.LeakyReLU) else "relu",
-                    act.negative_slope if isinstance(act, nn.LeakyReLU) else 0.1)
+                    act.negative_slope if isinstance(act, nn.LeakyReLU) else 0.1, first.depth, first.width)
         fused.load_member_state_dicts([m.state_dict() for m in members])
         return fused.to(first.conv1.weight.device)
 
@@ -153,16 +158,18 @@ class FusedCombinedModel(nn.Module):
 
 
 def fusable(members: Sequence[nn.Module]) -> bool:
-    return all(isinstance(m, ResNet20) and m.hidden is None and m.aux is None for m in members)
+    return (all(isinstance(m, CifarResNet) and m.hidden is None and m.aux is None for m in members)
+            and len({(m.depth, m.width) for m in members}) == 1)
 
 
 def resolve_engine(engine: str, members: Sequence[nn.Module], device: torch.device | str) -> str:
     """'auto' = the fastest exact path we measured per device: the member loop on the CPU
-    (docs/benchmarks.md), the fused grouped-conv engine on CUDA when the members are plain ResNet-20s."""
+    (docs/benchmarks.md), the fused grouped-conv engine on CUDA when the members are plain ResNets of one size."""
     if engine not in ("auto", "loop", "fused"):
         raise ValueError(f"engine must be auto, loop or fused, got {engine!r}")
     if engine == "fused" and not fusable(members):
-        raise ValueError("engine 'fused' needs plain ResNet-20 members (no CLDL hidden layer / SoE head)")
+        raise ValueError("engine 'fused' needs plain ResNet members of one depth and width "
+                         "(no CLDL hidden layer / SoE head)")
     if engine == "auto":
         return "fused" if torch.device(device).type == "cuda" and fusable(members) else "loop"
     return engine

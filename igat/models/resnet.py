@@ -1,12 +1,14 @@
-"""CIFAR ResNet-20 as used by DVERGE / iGAT / SoE (spec §3.6).
+"""CIFAR ResNet of depth 6n+2 and width multiplier w (He et al. 2016, §4.2), default ResNet-20 as used by
+DVERGE / iGAT / SoE (spec §3.6).
 
-3x3 stem (16 channels) -> three stages of 3 BasicBlocks (16/32/64 channels, strides 1/2/2) ->
-global average pool -> Linear(64, C). Shortcuts that change shape are 1x1 conv + BN (option B).
-Inputs are images in [0, 1]; normalisation by the data set's mean/std happens inside the model
-so every attack works in pixel space.
+3x3 stem (16w channels) -> three stages of n BasicBlocks (16w/32w/64w channels, strides 1/2/2) ->
+global average pool -> Linear(64w, C). Shortcuts that change shape are 1x1 conv + BN (option B).
+Depth 20 (n = 3) and width 1 are the paper's ResNet-20; ``model.depth`` / ``model.width`` pick others
+(e.g. depth 8 for CPU studies). Inputs are images in [0, 1]; normalisation by the data set's mean/std
+happens inside the model so every attack works in pixel space.
 
-Optional parts used by some defenses (off by default, so the plain model has 272,474 parameters
-for C = 10): ``hidden_dim`` adds Linear(64, hidden) + LeakyReLU before the classifier (CLDL),
+Optional parts used by some defenses (off by default, so the plain ResNet-20 has 272,474 parameters
+for C = 10): ``hidden_dim`` adds Linear(64w, hidden) + LeakyReLU before the classifier (CLDL),
 ``aux_head`` adds a scalar confidence head on the pooled feature (SoE).
 """
 
@@ -22,6 +24,40 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+
+STAGE_CHANNELS = (16, 32, 64)  # ResNet-20's stage widths; model.width multiplies all of them
+MAX_DEPTH = 110  # the deepest CIFAR ResNet of the original paper (n = 18)
+MAX_WIDTH = 8
+
+
+def depth_error(depth: int) -> str | None:
+    """Why ``depth`` is not a CIFAR ResNet depth (6n+2, 1 <= n, at most MAX_DEPTH), or None."""
+    if 8 <= depth <= MAX_DEPTH and (depth - 2) % 6 == 0:
+        return None
+    return f"must be a CIFAR ResNet depth 6n+2 in 8..{MAX_DEPTH} (8, 14, 20, 26, 32, ..., {MAX_DEPTH}); got {depth}"
+
+
+def width_error(width: int) -> str | None:
+    """Why ``width`` is not an allowed channel multiplier, or None."""
+    if 1 <= width <= MAX_WIDTH:
+        return None
+    return f"must be an integer channel multiplier in 1..{MAX_WIDTH} (1 = 16/32/64 channels, the paper's); got {width}"
+
+
+def block_plan(depth: int, width: int) -> list[tuple[int, int, int]]:
+    """(in_channels, out_channels, stride) of every BasicBlock, in order; the stem outputs ``16 * width``."""
+    for name, problem in (("depth", depth_error(depth)), ("width", width_error(width))):
+        if problem:
+            raise ValueError(f"{name} {problem}")
+    n = (depth - 2) // 6
+    plan: list[tuple[int, int, int]] = []
+    in_ch = STAGE_CHANNELS[0] * width
+    for base, stride in zip(STAGE_CHANNELS, (1, 2, 2), strict=True):
+        out_ch = base * width
+        for b in range(n):
+            plan.append((in_ch, out_ch, stride if b == 0 else 1))
+            in_ch = out_ch
+    return plan
 
 
 def make_activation(activation: str, slope: float = 0.1) -> nn.Module:
@@ -61,12 +97,12 @@ class MemberOutput:
     logits: Tensor
     aux: Tensor | None = None  # SoE confidence logit, shape [B]
     hidden: Tensor | None = None  # CLDL pre-activation hidden vector, shape [B, hidden_dim]
-    features: Tensor | None = None  # pooled 64-d trunk feature
+    features: Tensor | None = None  # pooled 64w-d trunk feature
 
 
 class ClassifierHeads:
     """``forward`` / ``forward_full`` over a pooled-feature ``trunk``: the optional CLDL hidden layer, the
-    SoE confidence head and the classifier. Shared by :class:`ResNet20` and its BatchNorm-folded copy."""
+    SoE confidence head and the classifier. Shared by :class:`CifarResNet` and its BatchNorm-folded copy."""
 
     hidden: nn.Linear | None
     fc: nn.Linear
@@ -92,8 +128,8 @@ class ClassifierHeads:
         return self.fc(feat)
 
 
-class ResNet20(ClassifierHeads, nn.Module):
-    num_feature_layers = 20  # DVERGE layer indices 1..20 (spec §2.4)
+class CifarResNet(ClassifierHeads, nn.Module):
+    """The ensemble member. ``num_feature_layers`` = depth: DVERGE's layer indices 1..depth (spec §2.4)."""
 
     def __init__(
         self,
@@ -104,24 +140,27 @@ class ResNet20(ClassifierHeads, nn.Module):
         leaky_slope: float = 0.1,
         hidden_dim: int | None = None,
         aux_head: bool = False,
+        depth: int = 20,
+        width: int = 1,
     ) -> None:
         super().__init__()
+        plan = block_plan(depth, width)  # validates depth and width before anything is built
+        self.depth, self.width = depth, width
+        self.num_feature_layers = depth
         self.num_classes = num_classes
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.act = make_activation(activation, leaky_slope)
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        blocks: list[nn.Module] = []
-        in_ch = 16
-        for out_ch, stride in ((16, 1), (32, 2), (64, 2)):
-            for b in range(3):
-                blocks.append(BasicBlock(in_ch, out_ch, stride if b == 0 else 1, self.act))
-                in_ch = out_ch
-        self.blocks = nn.ModuleList(blocks)
-        self.hidden: nn.Linear | None = nn.Linear(64, hidden_dim) if hidden_dim else None
-        self.fc = nn.Linear(hidden_dim or 64, num_classes)
-        self.aux: nn.Linear | None = nn.Linear(64, 1) if aux_head else None
+        # Construction order is the RNG order of the default inits: keep it, so a seed gives the same
+        # ResNet-20 as before the size knobs existed.
+        stem, feat = plan[0][0], plan[-1][1]
+        self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.blocks = nn.ModuleList(BasicBlock(i, o, s, self.act) for i, o, s in plan)
+        self.feature_dim = feat
+        self.hidden: nn.Linear | None = nn.Linear(feat, hidden_dim) if hidden_dim else None
+        self.fc = nn.Linear(hidden_dim or feat, num_classes)
+        self.aux: nn.Linear | None = nn.Linear(feat, 1) if aux_head else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -143,10 +182,10 @@ class ResNet20(ClassifierHeads, nn.Module):
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def layer_features(self, x: Tensor, layer: int) -> Tensor:
-        """Pre-activation feature at DVERGE layer index ``layer`` in 1..20 (spec §2.4).
+        """Pre-activation feature at DVERGE layer index ``layer`` in 1..depth (1..20 for ResNet-20, spec §2.4).
 
-        1 = stem conv+BN; for block k (0-based, 9 blocks) index 2+2k is the block's first BN output
-        and 3+2k its output before the final activation; 20 = logits.
+        1 = stem conv+BN; for block k (0-based, (depth - 2) / 2 blocks) index 2+2k is the block's first
+        BN output and 3+2k its output before the final activation; depth = logits.
         """
         if not 1 <= layer <= self.num_feature_layers:
             raise ValueError(f"layer must be in 1..{self.num_feature_layers}, got {layer}")
@@ -162,6 +201,9 @@ class ResNet20(ClassifierHeads, nn.Module):
                 return pre
             out = self.act(pre)
         return self.forward(x)
+
+
+ResNet20 = CifarResNet  # the historical name; ResNet20() is still the paper's ResNet-20
 
 
 def count_parameters(model: nn.Module) -> int:

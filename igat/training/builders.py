@@ -41,6 +41,8 @@ def build_ensemble(config: ExperimentConfig, dataset: Dataset | None, defense: D
         num_classes=num_classes,
         activation=config.model.activation,
         leaky_slope=config.model.leaky_slope,
+        depth=config.model.depth,
+        width=config.model.width,
     )
     if dataset is not None:
         kwargs.update(mean=dataset.mean, std=dataset.std)

@@ -25,7 +25,16 @@ from igat.defenses.base import MemberStat
 from igat.models.ensemble import Ensemble
 from igat.training.builders import build_ensemble, build_optimizers, build_schedulers, resolve_device, seed_everything
 from igat.training.callbacks import Callback, CallbackList
-from igat.training.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from igat.training.checkpoint import (
+    LAST,
+    CheckpointError,
+    binding_for,
+    check_binding,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from igat.training.context import NonFiniteLossError, StepContext
 
 
@@ -80,8 +89,13 @@ class Trainer:
         device: str | torch.device | None = None,
         dataset: Dataset | None = None,
         resume: bool = True,
+        run_key: str | None = None,
     ) -> None:
+        """``run_key`` names the run that owns ``output_dir`` (``None``: a command-line run). A checkpoint
+        there is resumed only if this run (key and training config) wrote it; otherwise
+        :class:`~igat.training.checkpoint.CheckpointMismatchError` is raised before any work."""
         self.config = config
+        self.run_key = run_key
         self.callbacks = CallbackList(callbacks)
         self.output_dir = Path(output_dir) if output_dir else default_output_dir(config)
         self.device = torch.device(device) if isinstance(device, torch.device) else resolve_device(device or config.device)
@@ -108,27 +122,43 @@ class Trainer:
         )
         self.start_epoch = 0
         self.last_metrics: dict[str, float] = {}
-        if resume and (self.output_dir / LAST).exists():
-            self._restore(load_checkpoint(self.output_dir / LAST, self.device))
-        elif config.igat.enabled and config.igat.init_checkpoint:
-            self.load_weights(config.igat.init_checkpoint)
+        last = self.output_dir / LAST
+        if resume and last.exists():
+            ckpt = load_checkpoint(last, self.device)
+            check_binding(ckpt, last, config.to_dict(), run_key)
+            self._restore(ckpt)
+        elif config.train.init_checkpoint:
+            self.load_weights(config.train.init_checkpoint)
 
     # --- checkpoints --------------------------------------------------------------------
     def load_weights(self, path: str | Path) -> None:
-        """Initialise members (and jointly trained modules) from a baseline checkpoint (fine-tuning)."""
+        """Warm start: members (and jointly trained modules) from another checkpoint's weights only.
+
+        Optimiser, schedule, RNG and epoch counter start fresh: the run is a new run that begins at
+        those weights (an iGAT fine-tune of a baseline, DVERGE from a standard-trained ensemble)."""
         ckpt = load_checkpoint(path, self.device)
-        if len(ckpt["members"]) != self.ensemble.num_members:
-            raise ValueError(
-                f"igat.init_checkpoint has {len(ckpt['members'])} members but model.num_members is {self.ensemble.num_members}"
+        members = ckpt.get("members")
+        if not isinstance(members, list) or len(members) != self.ensemble.num_members:
+            have = len(members) if isinstance(members, list) else "no"
+            raise CheckpointError(
+                f"train.init_checkpoint {path} has {have} members but model.num_members is {self.ensemble.num_members}"
             )
-        self.ensemble.load_member_state_dicts(ckpt["members"])
-        for name, state in ckpt.get("extra", {}).items():
-            if name in self.extra:
-                self.extra[name].load_state_dict(state)
+        try:
+            self.ensemble.load_member_state_dicts(members)
+            for name, state in ckpt.get("extra", {}).items():
+                if name in self.extra:
+                    self.extra[name].load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as exc:
+            src = ckpt.get("config", {}).get("model", {}) if isinstance(ckpt.get("config"), dict) else {}
+            raise CheckpointError(
+                f"train.init_checkpoint {path} does not fit this model (its model: {src}); "
+                f"{str(exc).splitlines()[0]}") from None
 
     def _payload(self, epoch: int) -> dict[str, Any]:
+        config = self.config.to_dict()
         return {
-            "config": self.config.to_dict(),
+            "config": config,
+            "binding": binding_for(config, self.run_key),
             "epoch": epoch,
             "global_step": self.ctx.step,
             "members": self.ensemble.member_state_dicts(),
@@ -222,10 +252,18 @@ def train(config: ExperimentConfig, callbacks: list[Callback] | None = None, **k
 def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ensemble, ExperimentConfig, dict[str, Any]]:
     """Rebuild the trained ensemble (and its config) from a checkpoint for evaluation."""
     ckpt = load_checkpoint(path, device)
-    config = ExperimentConfig.from_dict(ckpt["config"])
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("members"), list):
+        raise CheckpointError(f"{path} lacks the config or the member weights of an iGAT Lab checkpoint")
+    try:
+        config = ExperimentConfig.from_dict(ckpt["config"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path} holds an invalid config: {exc}") from None
     defense = build_defense(config)
     # No dataset needed: build_ensemble takes the normalisation constants from the config's data set.
     ensemble = build_ensemble(config, None, defense, device).to(device)
-    ensemble.load_member_state_dicts(ckpt["members"])
+    try:
+        ensemble.load_member_state_dicts(ckpt["members"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the member weights do not fit its config: {str(exc).splitlines()[0]}") from None
     ensemble.eval()
     return ensemble, config, ckpt

@@ -85,7 +85,7 @@ def test_submit_run_succeeds_with_metrics_and_evaluation(thread_worker, celery_a
     else:
         assert th.status == "failed" and "igat.theory has no run_diagnostics" in th.error
 
-    # iGAT fine-tuning of the trained checkpoint (the parent's checkpoint becomes igat.init_checkpoint)
+    # iGAT fine-tuning of the trained checkpoint (the parent's checkpoint becomes train.init_checkpoint)
     ft_cfg = cfg.to_dict()
     ft_cfg["igat"].update(enabled=True, attack={"steps": 1})
     ft_cfg["train"]["epochs"] = 1
@@ -94,7 +94,7 @@ def test_submit_run_succeeds_with_metrics_and_evaluation(thread_worker, celery_a
     ft = wait_final(ft_id)
     assert ft.status == "succeeded", ft.error
     assert ft.kind == "finetune" and ft.igat and ft.parent_run_id == run_id
-    assert ft.config["igat"]["init_checkpoint"] == run.checkpoint_path
+    assert ft.config["train"]["init_checkpoint"] == run.checkpoint_path
     stats = api.member_stats_frame(ft_id)
     assert len(stats) > 0 and set(stats.epoch) == {1}
 

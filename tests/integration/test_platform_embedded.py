@@ -48,7 +48,7 @@ def test_training_run_through_the_embedded_broker(embedded_env):
     from tests.integration.test_platform import tiny_config, wait_final
 
     with EmbeddedRedis() as broker:
-        assert ping(broker.url) and broker.url.startswith("redis://127.0.0.1:")
+        assert ping(broker.url) and broker.url.startswith(f"redis://:{broker.password}@127.0.0.1:")
         broker.publish()
         assert discovered_url() == broker.url  # what `igat submit` in another terminal finds
         app = make_celery()  # no URL given, IGAT_BROKER_URL unset: the published embedded broker
