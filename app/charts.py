@@ -80,10 +80,26 @@ def accuracy_curves(metrics: pd.DataFrame, uirevision: str) -> go.Figure:
 
 
 def aggregate_accuracy(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean/std/count of accuracy (in %) over seeds for each key combination."""
-    g = df.groupby(keys, dropna=False)["accuracy"]
-    out = pd.DataFrame({"mean": g.mean() * 100.0, "std": g.std(ddof=1).fillna(0.0) * 100.0, "n": g.count()})
-    return out.reset_index()
+    """Mean/std/count of accuracy (in %) over seeds for each key combination, and the error bar of each:
+    ``err_plus`` / ``err_minus`` = the std over several seeds, or a single run's 95 % Wilson interval around
+    its accuracy (from ``num_examples``; none without it); ``err_kind`` says which."""
+    from igat.stats import wilson_of_accuracy
+
+    g = df.groupby(keys, dropna=False)
+    out = pd.DataFrame({"mean": g["accuracy"].mean() * 100.0, "std": g["accuracy"].std(ddof=1).fillna(0.0) * 100.0,
+                        "n": g["accuracy"].count()})
+    examples = (g["num_examples"].first() if "num_examples" in df.columns
+                else pd.Series(float("nan"), index=out.index))
+    plus, minus, kind = [], [], []
+    for (mean, std, n), ex in zip(out[["mean", "std", "n"]].itertuples(index=False), examples, strict=True):
+        if n > 1:
+            plus.append(std), minus.append(std), kind.append("std over seeds")
+        elif pd.notna(ex) and ex > 0:
+            lo, hi = wilson_of_accuracy(mean / 100.0, int(ex))
+            plus.append(100 * hi - mean), minus.append(mean - 100 * lo), kind.append(f"95% Wilson, n={int(ex)}")
+        else:
+            plus.append(0.0), minus.append(0.0), kind.append("")
+    return out.assign(err_plus=plus, err_minus=minus, err_kind=kind).reset_index()
 
 
 def robustness_bars(df: pd.DataFrame, uirevision: str, group: str = "method") -> go.Figure:
@@ -94,11 +110,11 @@ def robustness_bars(df: pd.DataFrame, uirevision: str, group: str = "method") ->
     agg["attack_label"] = agg["attack"].map(attack_label)
     attacks = sorted(agg["attack"].unique(), key=attack_sort_key)
     fig = px.bar(
-        agg, x="attack_label", y="mean", color=group, barmode="group", facet_col="combiner", error_y="std",
-        category_orders={"attack_label": [attack_label(a) for a in attacks]},
-        hover_data={"n": True, "std": ":.2f", "mean": ":.2f"},
-        labels={"attack_label": "attack", "mean": "accuracy (%)", group: group},
-        title="Accuracy under attack (mean ± std over seeds)",
+        agg, x="attack_label", y="mean", color=group, barmode="group", facet_col="combiner", error_y="err_plus",
+        error_y_minus="err_minus", category_orders={"attack_label": [attack_label(a) for a in attacks]},
+        hover_data={"n": True, "std": ":.2f", "mean": ":.2f", "err_kind": True, "err_plus": False, "err_minus": False},
+        labels={"attack_label": "attack", "mean": "accuracy (%)", group: group, "err_kind": "error bar"},
+        title="Accuracy under attack (mean ± std over seeds; a single run: its 95 % Wilson interval)",
     )
     fig.for_each_annotation(lambda a: a.update(text=a.text.replace("combiner=", "combiner: ")))
     fig.update_layout(uirevision=uirevision, height=420, legend={"orientation": "h", "y": -0.2})
@@ -189,9 +205,11 @@ def ablation_bars(df: pd.DataFrame, uirevision: str, variant_order: list[str] | 
     agg["attack"] = agg["attack"].map(attack_label)
     present = list(agg["variant"].unique())
     order = [v for v in (variant_order or []) if v in present] + sorted(v for v in present if v not in (variant_order or []))
-    fig = px.bar(agg, x="variant", y="mean", color="attack", barmode="group", facet_col="combiner", error_y="std",
+    fig = px.bar(agg, x="variant", y="mean", color="attack", barmode="group", facet_col="combiner",
+                 error_y="err_plus", error_y_minus="err_minus",
                  category_orders={"variant": order, "attack": [attack_label(a) for a in attacks]},
-                 labels={"mean": "accuracy (%)", "variant": "variant"}, title="Ablation (mean ± std over seeds)")
+                 labels={"mean": "accuracy (%)", "variant": "variant"},
+                 title="Ablation (mean ± std over seeds; a single run: its 95 % Wilson interval)")
     fig.update_layout(uirevision=uirevision, height=400)
     fig.update_yaxes(range=[0, 100])
     return fig

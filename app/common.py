@@ -29,6 +29,7 @@ PAGE_COMPARE = "views/compare.py"
 PAGE_MEMBERS = "views/members.py"
 PAGE_ABLATION = "views/ablation.py"
 PAGE_THEORY = "views/theory.py"
+PAGE_STUDIES = "views/studies.py"
 
 # How often (seconds) live views poll the store while something is still queued or running.
 REFRESH_SECONDS = 3.0

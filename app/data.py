@@ -24,6 +24,7 @@ RUN_COLUMNS = [
     "id", "name", "experiment_id", "experiment", "experiment_kind", "status", "progress", "epoch", "total_epochs",
     "eta_s", "duration_s", "worker", "dataset", "defense", "igat", "method", "seed", "variant", "tags", "preset",
     "kind", "error", "created_at", "started_at", "finished_at", "attempts", "cancel_requested", "checkpoint_path",
+    "phase",
 ]
 
 
@@ -82,6 +83,7 @@ def _run_record(run: Run, exp: Experiment | None, now: datetime) -> dict[str, An
         "attempts": run.attempts,
         "cancel_requested": bool(run.cancel_requested),
         "checkpoint_path": run.checkpoint_path or "",
+        "phase": run.phase or "",  # e.g. "evaluating: CW on ensemble/average, 2 of 5" while a run evaluates
     }
 
 
@@ -175,10 +177,10 @@ def load_eval(engine: Engine, run_ids: list[int], target: str | None = "ensemble
     """Evaluation rows joined with their run: the long format igat.reports consumes.
 
     Columns: run_id, method, seed, combiner, attack, accuracy, variant, target, num_examples,
-    defense, igat, extra.
+    ci_low, ci_high (the accuracy's 95 % Wilson interval), defense, igat, extra.
     """
     columns = ["run_id", "method", "seed", "combiner", "attack", "accuracy", "variant", "target", "num_examples",
-               "defense", "igat", "extra"]
+               "ci_low", "ci_high", "defense", "igat", "extra"]
     if not run_ids:
         return pd.DataFrame(columns=columns)
     with Session(engine) as s:
@@ -189,7 +191,8 @@ def load_eval(engine: Engine, run_ids: list[int], target: str | None = "ensemble
         records = [{
             "run_id": r.id, "method": method_label(r.defense, r.igat), "seed": r.seed, "combiner": e.combiner,
             "attack": e.attack, "accuracy": e.accuracy, "variant": r.variant or "", "target": e.target,
-            "num_examples": e.num_examples, "defense": r.defense, "igat": bool(r.igat), "extra": e.extra,
+            "num_examples": e.num_examples, "ci_low": e.ci_low, "ci_high": e.ci_high, "defense": r.defense,
+            "igat": bool(r.igat), "extra": e.extra,
         } for e, r in rows]
     return pd.DataFrame.from_records(records, columns=columns)
 

@@ -21,6 +21,9 @@ from igat.config import ConfigError, ExperimentConfig, ModelConfig, deep_merge
 
 DATASETS = ["cifar10", "cifar100", "synthetic"]
 PRESETS = ["paper", "reference-code"]
+# Evaluation protocols (igat.protocols) offered as one click; "custom" = the attacks and examples as edited.
+PROTOCOLS = ["paper", "quick", "custom"]
+PROTOCOL_KEY = "protocol"  # widget key (outside the form: choosing one rewrites the evaluation fields)
 RULES = ["soft", "hard", "random", "opposite", "opposite_argmin"]
 IGAT_COMBINERS = ["average", "max"]
 
@@ -115,9 +118,64 @@ def apply_preset_dict(data: dict[str, Any], preset: str) -> dict[str, Any]:
     return apply_preset(ExperimentConfig.from_dict(data), preset).to_dict()
 
 
+# --- evaluation protocols -------------------------------------------------------------------
+
+def protocol_name(data: dict[str, Any]) -> str:
+    """The protocol a config dict's ``eval`` runs (paper / quick), "custom" otherwise or when it does not validate."""
+    from igat.protocols import protocol_of
+
+    try:
+        return protocol_of(ExperimentConfig.from_dict(data))
+    except (ConfigError, ValueError):
+        return "custom"
+
+
+def apply_protocol_dict(data: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """A copy of ``data`` whose eval.attacks / eval.num_examples run ``protocol`` (custom: unchanged). The CW
+    attack follows the config (its preset's, or the one it lists)."""
+    from igat.protocols import protocol_eval
+
+    data = copy.deepcopy(data)
+    if protocol == "custom":
+        return data
+    data["eval"] = {**(data.get("eval") or {}), **protocol_eval(protocol, ExperimentConfig.from_dict(data))}
+    return data
+
+
+def estimate_text(data: dict[str, Any]) -> str:
+    """The evaluation's estimated time (igat.protocols cost model) on the config's device, for the form."""
+    from igat.protocols import SECONDS_PER_MEMBER_PASS, confidence_note, estimate_seconds, eval_set_total
+
+    try:
+        config = ExperimentConfig.from_dict(data)
+    except (ConfigError, ValueError):
+        return "No time estimate: fix the fields below first."
+    if not config.eval.attacks:
+        return "No final evaluation (no attacks selected)."
+    devices = ["cpu", "cuda"] if config.device == "auto" else [config.device]
+    parts = []
+    for device in devices:
+        est = estimate_seconds(config, device)  # members: natural + PGD, as the worker evaluates them
+        where = "a CPU worker" if device == "cpu" else "a GPU worker"
+        parts.append(f"about {_duration(est.seconds)} on {where}" if est.seconds is not None
+                     else f"no measured figure for {where}")
+    n = min(eval_set_total(config), config.eval.num_examples or eval_set_total(config))
+    const = SECONDS_PER_MEMBER_PASS["cpu"] * 1e3
+    return (f"Estimated evaluation time: {'; '.join(parts)} — an estimate (test examples × attack iterations × "
+            f"members × {const:.2g} ms per member forward+backward measured on the reference CPU, an upper one for "
+            f"attacks that stop early). {n:,} evaluation examples: {confidence_note(n)} (95 % interval).")
+
+
+def _duration(seconds: float) -> str:
+    from igat.protocols import format_duration
+
+    return format_duration(seconds)
+
+
 def default_config(defense: str, igat: bool = False, preset: str = "paper", dataset: str = "cifar10") -> dict[str, Any]:
     """A config a researcher would start from: the defense's ``recommended`` overrides; with iGAT on,
-    the paper's iGAT defaults for that defense and dataset (``igat_defaults``), then the preset."""
+    the paper's iGAT defaults for that defense and dataset (``igat_defaults``), then the preset; evaluated
+    with the paper's protocol (``igat.protocols``; the form's protocol switch offers the quick one)."""
     from igat.presets import igat_defaults
 
     data = ExperimentConfig().to_dict()
@@ -127,7 +185,7 @@ def default_config(defense: str, igat: bool = False, preset: str = "paper", data
     data["igat"]["enabled"] = igat
     if igat:
         merge(data, igat_defaults(defense, dataset))
-    return apply_preset_dict(data, preset)
+    return apply_protocol_dict(apply_preset_dict(data, preset), "paper")
 
 
 def finetune_config(run_cfg: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
@@ -291,6 +349,7 @@ def form_values(data: dict[str, Any]) -> dict[str, Any]:
     for size in ("depth", "width"):  # configs stored before the size knobs have neither: the defaults
         values[size] = int(values[size] or ModelConfig.model_fields[size].default)
     values["attacks"] = [a["name"] for a in (get_path(data, "eval.attacks") or [])]
+    values[PROTOCOL_KEY] = protocol_name(data)
     values["combiners"] = list(values["combiners"] or [])
     values["alpha"] = float(values["alpha"])
     values["beta"] = float(values["beta"])
@@ -319,9 +378,11 @@ def build_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]
     if BASE_KEY in values:  # a BaseRun or None (scratch); absent: keep the base config's value
         set_path(data, INIT_CHECKPOINT, values[BASE_KEY].checkpoint if values[BASE_KEY] else None)
     if "attacks" in values:
-        # Keep the parameters the base config had for an attack that stays selected.
-        old = {a["name"]: a.get("params", {}) for a in (get_path(data, "eval.attacks") or [])}
-        set_path(data, "eval.attacks", [{"name": n, "params": old.get(n, {})} for n in values["attacks"]])
+        # Keep the parameters (and the protocol's example cap) the base config had for an attack that stays selected.
+        old = {a["name"]: a for a in (get_path(data, "eval.attacks") or [])}
+        set_path(data, "eval.attacks", [{"name": n, "params": old.get(n, {}).get("params", {}),
+                                         "num_examples": old.get(n, {}).get("num_examples")}
+                                        for n in values["attacks"]])
     defense = values.get("defense", get_path(data, "defense.name"))
     if defense in defense_names():
         keep = dict(get_path(data, "defense.params") or {}) if defense == get_path(base, "defense.name") else {}

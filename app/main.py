@@ -24,6 +24,7 @@ from app.common import (  # noqa: E402
     PAGE_LIVE,
     PAGE_MEMBERS,
     PAGE_RUNS,
+    PAGE_STUDIES,
     PAGE_THEORY,
     VIEWS_DIR,
 )
@@ -34,6 +35,7 @@ experiments = [
     st.Page(PAGE_RUNS, title="Runs", icon=":material/list:", default=True),
     st.Page(PAGE_LAUNCH, title="Launch", icon=":material/rocket_launch:"),
     st.Page(PAGE_LIVE, title="Live training", icon=":material/monitoring:"),
+    st.Page(PAGE_STUDIES, title="Studies", icon=":material/query_stats:"),
 ]
 analysis = [
     st.Page(PAGE_COMPARE, title="Compare", icon=":material/compare_arrows:"),

@@ -32,13 +32,37 @@ def variant_slug(label: str) -> str:
 
 def report_frame(evals: pd.DataFrame, experiment_kinds: dict[int, str] | None = None) -> pd.DataFrame:
     """The store's evaluation rows in the reports' format (method, seed, combiner, attack,
-    accuracy, target, variant). ``experiment_kinds`` maps run_id -> experiment kind; only runs of
-    an ablation experiment keep their variant."""
-    out = evals[["run_id", "method", "seed", "combiner", "attack", "accuracy", "target", "variant"]].copy()
+    accuracy, num_examples, target, variant). ``experiment_kinds`` maps run_id -> experiment kind; only
+    runs of an ablation experiment keep their variant. num_examples gives a single run's accuracy its
+    Wilson interval in the tables and the bars."""
+    out = evals[["run_id", "method", "seed", "combiner", "attack", "accuracy", "num_examples", "target",
+                 "variant"]].copy()
     kinds = experiment_kinds or {}
     out["variant"] = [variant_slug(v) if kinds.get(int(r)) == "ablation" else ""
                       for r, v in zip(out["run_id"], out["variant"])]
     return out
+
+
+def results_table(evals: pd.DataFrame) -> pd.DataFrame:
+    """One run's stored evaluation results for display (also while the evaluation runs: the rows so far):
+    target, combiner, attack, accuracy %, its 95 % Wilson interval and the number of examples."""
+    from app.charts import attack_sort_key
+
+    if evals.empty:
+        return pd.DataFrame(columns=["target", "combiner", "attack", "accuracy %", "95% interval", "examples"])
+    frame = evals.assign(_order=evals["attack"].map(attack_sort_key),
+                         _member=evals["target"] != "ensemble").sort_values(["_member", "target", "combiner", "_order"])
+
+    def interval(lo: float | None, hi: float | None) -> str:
+        return "" if lo is None or pd.isna(lo) or hi is None or pd.isna(hi) else f"{100 * lo:.1f} – {100 * hi:.1f}"
+
+    return pd.DataFrame({
+        "target": frame["target"], "combiner": frame["combiner"],
+        "attack": frame["attack"].map(lambda a: reports.ATTACK_LABELS.get(a, a)),
+        "accuracy %": (frame["accuracy"] * 100).round(2),
+        "95% interval": [interval(lo, hi) for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)],
+        "examples": frame["num_examples"],
+    }).reset_index(drop=True)
 
 
 @dataclass

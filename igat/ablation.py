@@ -21,6 +21,7 @@ from typing import Any
 
 from igat.config import AttackSpec, ExperimentConfig
 from igat.data import Dataset, load_dataset
+from igat.defenses import DEFENSES
 from igat.evaluation import evaluate_ensemble
 from igat.training import Callback, Trainer
 from igat.training.trainer import default_output_dir
@@ -128,6 +129,18 @@ def run_ablation(
     say = progress or (lambda _msg: None)
     if base_checkpoint is None:
         base_cfg = base_config or base_config_of(config)
+        warm = DEFENSES.get(base_cfg.defense.name).warm_start_from
+        if warm and not base_cfg.train.init_checkpoint:
+            # The recipe starts from another defense's ensemble (DVERGE: standard training, spec §2.4): train it
+            # first with the base's budget, model and data, then warm-start the base from it.
+            pre = base_cfg.model_copy(deep=True)
+            pre.defense = type(pre.defense)(name=warm, params={})
+            pre.name = f"{base_cfg.name}-{warm}"
+            say(f"pre-training the {warm} ensemble the {base_cfg.defense.name} recipe starts from")
+            pre_ckpt = Trainer(pre, list(callbacks), output_dir=root / "pretrain", device=device,
+                               dataset=dataset).fit().checkpoint
+            base_cfg = base_cfg.model_copy(deep=True)
+            base_cfg.train.init_checkpoint = str(pre_ckpt)
         say(f"training the base ({base_cfg.defense.name}) for {base_cfg.train.epochs} epochs")
         base_checkpoint = Trainer(base_cfg, list(callbacks), output_dir=root / "base", device=device,
                                   dataset=dataset).fit().checkpoint

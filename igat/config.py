@@ -236,6 +236,10 @@ class IGATConfig(StrictModel):
 class AttackSpec(StrictModel):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    # The evaluation protocol's cap (igat.protocols), kept apart from the attack's parameters because every
+    # attack can have one; an attack's own params.num_examples (CW) caps it as well: the smaller one applies.
+    num_examples: int | None = Field(
+        None, ge=1, description="run this attack on at most this many equidistant examples of the evaluation set")
 
 
 class EvalConfig(StrictModel):

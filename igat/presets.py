@@ -122,7 +122,7 @@ def preset_overrides(config: ExperimentConfig, preset: str) -> dict[str, Any]:
 
 # The CW column: the paper's reference code ran Carlini-Wagner's L-inf optimisation attack (``cw_opt``,
 # spec §3.3); ``cw`` is the common margin-loss PGD. Each preset swaps a configured CW attack for its own
-# (keeping ``num_examples``); a config that lists both keeps both.
+# (keeping its ``num_examples`` caps); a config that lists both keeps both.
 _CW_OF_PRESET = {"paper": "cw", "reference-code": "cw_opt"}
 
 
@@ -135,7 +135,7 @@ def _cw_for_preset(config: ExperimentConfig, preset: str) -> list[dict[str, Any]
     for a in config.eval.attacks:
         if a.name in _CW_OF_PRESET.values() and a.name != wanted:
             kept = {k: v for k, v in a.params.items() if k == "num_examples"}
-            out.append({"name": wanted, "params": kept})
+            out.append({"name": wanted, "params": kept, "num_examples": a.num_examples})
         else:
             out.append(a.model_dump())
     return out

@@ -10,9 +10,15 @@ such rows (eval.csv) and the dashboard builds the same frame from the database.
   second best ``second`` (underlined), compared at the two decimals shown. Ablation runs
   (variant other than full) are left out.
 * Table 2 -- relative improvement of iGAT_X over X: (iGAT - original) / original x 100, from
-  the seed means, per combiner x attack.
+  the seed means, per combiner x attack, +- propagated from Table 1's +-; marked "n.d." (not
+  distinguishable) when the two accuracies' intervals overlap.
 * Table 3 -- ablations of one iGAT method: rows = variant (opposite / random / hard / beta = 0 /
   full), columns = natural / PGD (mean +- std), best marked.
+
+Uncertainty ("+-", columns ``pm``, ``pm_kind``, ``lo``, ``hi``): with several seeds the sample std over
+seeds (interval mean +- std); with one seed, when the frame has ``num_examples``, the 95 % Wilson
+interval of that run's accuracy over its test examples (:mod:`igat.stats`; "+-" is its half-width,
+marked with a dagger). Without either there is no "+-".
 
 ``table1``/``table2``/``table3`` return tidy frames; ``render_table1/2/3(frame, fmt)`` turn them
 into "csv" (tidy, numeric), "markdown" or "latex" (the paper's layout) text.
@@ -25,6 +31,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 import pandas as pd
+
+from igat.stats import overlap, wilson
 
 Unit = Literal["fraction", "percent"]
 Format = Literal["csv", "markdown", "latex"]
@@ -87,11 +95,36 @@ def _prepare(df: pd.DataFrame, unit: Unit, keep_variants: Sequence[str] | None) 
     return out
 
 
+def _sum_or_nan(values: pd.Series) -> float:
+    return values.sum(min_count=1)
+
+
 def _seed_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean, sample std and count over seeds (several rows of one seed are averaged first)."""
-    per_seed = df.groupby([*keys, "seed"], sort=False, dropna=False)["accuracy"].mean().reset_index()
-    stats = per_seed.groupby(keys, sort=False, dropna=False)["accuracy"].agg(["mean", "std", "count"]).reset_index()
-    return stats.rename(columns={"count": "n"})
+    """Mean, sample std and count over seeds (several rows of one seed are averaged first), the test examples
+    per seed and the uncertainty columns (:func:`_uncertainty`)."""
+    data = df.assign(w_n=pd.to_numeric(df["num_examples"], errors="coerce") if "num_examples" in df.columns
+                     else float("nan"))
+    data = data.assign(w_correct=data["accuracy"] / 100.0 * data["w_n"])
+    per_seed = data.groupby([*keys, "seed"], sort=False, dropna=False).agg(
+        accuracy=("accuracy", "mean"), w_n=("w_n", _sum_or_nan), w_correct=("w_correct", _sum_or_nan)).reset_index()
+    stats = per_seed.groupby(keys, sort=False, dropna=False).agg(
+        mean=("accuracy", "mean"), std=("accuracy", "std"), n=("accuracy", "count"), examples=("w_n", "mean"),
+        w_correct=("w_correct", "first"), w_n=("w_n", "first")).reset_index()
+    return _uncertainty(stats)
+
+
+def _uncertainty(stats: pd.DataFrame) -> pd.DataFrame:
+    """pm / pm_kind / lo / hi: mean +- std over several seeds, else a single run's 95 % Wilson interval (%)."""
+    pm, kind, lo, hi = [], [], [], []
+    for r in stats.itertuples(index=False):
+        if r.n > 1 and not math.isnan(r.std):
+            pm.append(r.std), kind.append("std"), lo.append(r.mean - r.std), hi.append(r.mean + r.std)
+        elif r.n == 1 and not math.isnan(r.w_n) and r.w_n > 0:
+            w_lo, w_hi = wilson(r.w_correct, int(r.w_n))
+            pm.append(50.0 * (w_hi - w_lo)), kind.append("wilson"), lo.append(100 * w_lo), hi.append(100 * w_hi)
+        else:
+            pm.append(float("nan")), kind.append(""), lo.append(float("nan")), hi.append(float("nan"))
+    return stats.drop(columns=["w_correct", "w_n"]).assign(pm=pm, pm_kind=kind, lo=lo, hi=hi)
 
 
 def _marks(stats: pd.DataFrame, column_keys: list[str], second: bool = True) -> pd.Series:
@@ -126,12 +159,20 @@ def table1(df: pd.DataFrame, unit: Unit = "fraction") -> pd.DataFrame:
     stats = _seed_stats(data, ["method", "combiner", "attack"])
     stats["mark"] = _marks(stats, ["combiner", "attack"])
     return _sort(stats, {"combiner": COMBINER_ORDER, "attack": ATTACK_ORDER, "method": METHOD_ORDER})[
-        ["method", "combiner", "attack", "mean", "std", "n", "mark"]
+        ["method", "combiner", "attack", "mean", "std", "n", "mark", "pm", "pm_kind", "lo", "hi", "examples"]
     ]
 
 
+def _distinguishable(lo_a: float, hi_a: float, lo_b: float, hi_b: float) -> bool | None:
+    """False when the intervals overlap, True when they do not, None when one is unknown."""
+    if any(math.isnan(v) for v in (lo_a, hi_a, lo_b, hi_b)):
+        return None
+    return not overlap((lo_a, hi_a), (lo_b, hi_b))
+
+
 def table2(df: pd.DataFrame, unit: Unit = "fraction") -> pd.DataFrame:
-    """Tidy Table 2: method (the base X), combiner, attack, original, igat, improvement (%)."""
+    """Tidy Table 2: method (the base X), combiner, attack, original, igat, improvement (%), improvement_pm
+    (first-order propagation of Table 1's +-) and distinguishable (False: the two intervals overlap)."""
     t1 = table1(df, unit)
     base = t1[~t1["method"].str.startswith("iGAT_")]
     igat = t1[t1["method"].str.startswith("iGAT_")].assign(method=lambda f: f["method"].str[5:])
@@ -142,6 +183,12 @@ def table2(df: pd.DataFrame, unit: Unit = "fraction") -> pd.DataFrame:
     })
     denom = out["original"].where(out["original"] != 0)
     out["improvement"] = (out["igat"] - out["original"]) / denom * 100.0
+    # d/d(igat) = 100 / original, d/d(original) = -100 igat / original^2
+    out["improvement_pm"] = 100.0 * ((merged["pm_igat"] / denom) ** 2
+                                     + (out["igat"] * merged["pm_orig"] / denom ** 2) ** 2) ** 0.5
+    out["distinguishable"] = pd.Series(
+        [_distinguishable(*v) for v in zip(merged["lo_orig"], merged["hi_orig"], merged["lo_igat"],
+                                           merged["hi_igat"], strict=True)], index=out.index, dtype=object)
     if out.empty:
         return out
     return _sort(out, {"combiner": COMBINER_ORDER, "attack": ATTACK_ORDER, "method": TABLE2_ORDER})
@@ -175,7 +222,7 @@ def table3(df: pd.DataFrame, method: str | None = None, combiner: str = "average
     stats["mark"] = _marks(stats, ["attack"], second=False)
     stats.insert(0, "method", method)
     return _sort(stats, {"attack": list(attacks), "variant": VARIANT_ORDER})[
-        ["method", "variant", "attack", "mean", "std", "n", "mark"]
+        ["method", "variant", "attack", "mean", "std", "n", "mark", "pm", "pm_kind", "lo", "hi", "examples"]
     ]
 
 
@@ -188,10 +235,18 @@ def _num(v: float, signed: bool = False) -> str:
 
 
 def _mean_std(row: pd.Series, fmt: Format) -> str:
+    """"mean ± std" over seeds; a single run: "mean ± half-width†" of its Wilson interval; else the mean."""
     text = _num(row["mean"])
-    if row["n"] > 1 and not math.isnan(row["std"]):
-        text += (r" $\pm$ " if fmt == "latex" else " ± ") + _num(row["std"])
+    kind = row.get("pm_kind", "std" if row["n"] > 1 else "")
+    pm = row.get("pm", row["std"])
+    if kind in ("std", "wilson") and not math.isnan(pm):
+        text += (r" $\pm$ " if fmt == "latex" else " ± ") + _num(pm)
+        if kind == "wilson":
+            text += r"$^\dagger$" if fmt == "latex" else "†"
     return text
+
+
+PM_NOTE = "± = std over seeds; † = one run: half-width of the 95 % Wilson interval over its test examples"
 
 
 def _decorate(text: str, mark: str, fmt: Format) -> str:
@@ -203,7 +258,8 @@ def _decorate(text: str, mark: str, fmt: Format) -> str:
 
 
 def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("±", r"$\pm$")):
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("±", r"$\pm$"),
+                 ("†", r"$^\dagger$")):
         text = text.replace(a, b)
     return text
 
@@ -265,7 +321,8 @@ def render_table1(t1: pd.DataFrame, fmt: Format = "markdown") -> str:
     _check_fmt(fmt)
     if fmt == "csv":
         return t1.to_csv(index=False)
-    caption = "Table 1: accuracy (%) on natural and adversarial examples, mean ± std over seeds (best bold, second underlined)"
+    caption = ("Table 1: accuracy (%) on natural and adversarial examples, mean over seeds (best bold, second "
+               f"underlined); {PM_NOTE}")
     cells = {
         (r.method, COMBINER_LABELS.get(r.combiner, r.combiner), ATTACK_LABELS.get(r.attack, r.attack)):
             _decorate(_mean_std(pd.Series(r._asdict()), fmt), r.mark, fmt)
@@ -276,14 +333,25 @@ def render_table1(t1: pd.DataFrame, fmt: Format = "markdown") -> str:
     return _grid(rows, _combiner_groups(t1), cells, fmt, "Method", caption, label, " combiner (%)")
 
 
+def _improvement_cell(row: pd.Series, fmt: Format) -> str:
+    text = _num(row["improvement"], signed=True)
+    pm = row.get("improvement_pm", float("nan"))
+    if pm is not None and not (isinstance(pm, float) and math.isnan(pm)):
+        text += (r" $\pm$ " if fmt == "latex" else " ± ") + _num(pm)
+    if row.get("distinguishable") is False:
+        text += " (n.d.)"
+    return text
+
+
 def render_table2(t2: pd.DataFrame, fmt: Format = "markdown") -> str:
     _check_fmt(fmt)
     if fmt == "csv":
         return t2.to_csv(index=False)
-    caption = "Table 2: relative accuracy improvement (%) by iGAT, (iGAT - original) / original x 100"
+    caption = ("Table 2: relative accuracy improvement (%) by iGAT, (iGAT - original) / original x 100, ± propagated "
+               "from Table 1; n.d. = not distinguishable (the two accuracies' intervals overlap)")
     cells = {
         (r.method, COMBINER_LABELS.get(r.combiner, r.combiner), ATTACK_LABELS.get(r.attack, r.attack)):
-            _num(r.improvement, signed=True)
+            _improvement_cell(pd.Series(r._asdict()), fmt)
         for r in t2.itertuples(index=False)
     }
     rows = list(dict.fromkeys(t2["method"]))
@@ -296,7 +364,7 @@ def render_table3(t3: pd.DataFrame, fmt: Format = "markdown") -> str:
     if fmt == "csv":
         return t3.to_csv(index=False)
     method = t3["method"].iloc[0] if len(t3) else ""
-    caption = f"Table 3: ablation studies of {method} (accuracy %, mean ± std over seeds; best bold)"
+    caption = f"Table 3: ablation studies of {method} (accuracy %, mean over seeds; best bold); {PM_NOTE}"
     cells = {
         (r.variant, "", f"{ATTACK_LABELS.get(r.attack, r.attack)} (%)"):
             _decorate(_mean_std(pd.Series(r._asdict()), fmt), r.mark, fmt)

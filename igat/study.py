@@ -283,11 +283,21 @@ def evaluate_per_example(checkpoint: str, spec: StudySpec, dataset, device) -> d
     return out
 
 
+def warm_start_of(spec: StudySpec) -> str | None:
+    """The defense whose ensemble the base starts from: the recipe's (DVERGE), else the scale's (cpu-mini);
+    never a defense from itself."""
+    from igat.defenses import DEFENSES
+
+    warm = DEFENSES.get(spec.defense).warm_start_from or SCALES[spec.scale]["warm_start"]
+    return None if warm == spec.defense else warm
+
+
+# Child-run labels are "seed{S}/pretrain", "seed{S}/base" and "seed{S}/<arm>"; progress messages start with
+# "seed {S}:". The platform's phase text and child runs depend on both: keep them stable.
 def run_study(spec: StudySpec, root: str | Path, progress: Progress | None = None,
               callbacks_for: CallbackFactory | None = None) -> dict[str, Any]:
     """Run (or resume) the study in ``root``; returns the analysis (also written to study.json / study.md)."""
     from igat.data import load_dataset
-    from igat.defenses import DEFENSES
     from igat.training.builders import resolve_device
 
     say = progress or (lambda _m: None)
@@ -295,9 +305,7 @@ def run_study(spec: StudySpec, root: str | Path, progress: Progress | None = Non
     paths = StudyPaths(Path(root))
     state = _load_state(paths, spec)
     _save_state(paths, state)
-    # The recipe's warm start (DVERGE), else the scale's (cpu-mini); never a defense from itself.
-    warm = DEFENSES.get(spec.defense).warm_start_from or SCALES[spec.scale]["warm_start"]
-    warm = None if warm == spec.defense else warm
+    warm = warm_start_of(spec)
     for seed in spec.seeds:
         st = state["seeds"].setdefault(str(seed), {"arms": {}, "eval": {}})
         base_cfg = recipe_config(spec.defense, spec, seed)

@@ -38,10 +38,12 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from igat.config import ExperimentConfig
+    from igat.study import StudySpec
 
 RUN = Run.__table__
-TASK_FOR_KIND = {"train": "igat.train", "finetune": "igat.finetune", "eval": "igat.evaluate", "theory": "igat.theory"}
-EXPERIMENT_KINDS = ("single", "seeds", "ablation", "sweep", "finetune", "eval", "theory")
+TASK_FOR_KIND = {"train": "igat.train", "finetune": "igat.finetune", "eval": "igat.evaluate", "theory": "igat.theory",
+                 "study": "igat.study"}
+EXPERIMENT_KINDS = ("single", "seeds", "ablation", "sweep", "finetune", "eval", "theory", "study")
 
 
 class SubmitError(ValueError):
@@ -154,6 +156,8 @@ def submit_runs(
         raise SubmitError(f"kind: {kind!r} is not one of {', '.join(EXPERIMENT_KINDS)}")
     if run_kind not in TASK_FOR_KIND:
         raise SubmitError(f"run_kind: {run_kind!r} is not one of {', '.join(TASK_FOR_KIND)}")
+    if run_kind == "study":  # a study's row holds its spec, not a config: it has its own, checked, entry
+        raise SubmitError("run_kind: queue studies with submit_study")
     if variants is not None and len(variants) != len(configs):
         raise SubmitError(f"variants: {len(variants)} labels for {len(configs)} configs; give one per config")
     name = (experiment_name or "").strip()
@@ -279,11 +283,52 @@ def submit_theory(run_id: int, params: dict[str, Any] | None = None, app: Celery
                        params=params or {}, app=app)
 
 
+def submit_study(spec: StudySpec | dict[str, Any], name: str | None = None, app: Celery | None = None) -> tuple[int, int]:
+    """Queue a study (``igat.study``): one Run of kind "study" holding the spec, in an Experiment of kind
+    "study"; its phases become child runs as the worker reaches them. Returns ``(experiment_id, run_id)``.
+    The spec and every config the study will train are checked first (ConfigError naming the field)."""
+    from igat.config_input import name_problem
+    from tasks.studyjob import check_study, study_base_config
+
+    spec = check_study(spec)
+    name = (name if name is not None else f"study-{spec.defense}-{spec.scale}").strip()
+    if not name:
+        raise SubmitError("name: must not be empty")
+    if (problem := name_problem(name)) is not None:
+        raise SubmitError(f"name: {problem}")
+    base = study_base_config(spec)
+    celery = _publisher(app)  # before any row is written
+    with session() as s:
+        exp = Experiment(name=name, kind="study", notes=f"igat study: {spec.defense}, {spec.scale}, seeds {spec.seeds}")
+        s.add(exp)
+        s.flush()
+        run = Run(experiment_id=exp.id, name=name, kind="study", config_json=base.to_json(), preset=base.preset,
+                  dataset=spec.dataset, defense=spec.defense, igat=False, seed=spec.seeds[0], tags="study",
+                  status=RunStatus.queued, params_json=spec.model_dump_json())
+        s.add(run)
+        s.commit()
+        exp_id, run_id = int(exp.id), int(run.id)
+    _enqueue([run_id], celery)
+    return exp_id, run_id
+
+
+def study_of(run_id: int) -> int | None:
+    """The id of the study ``run_id`` is a phase of (None: not a study's phase)."""
+    parent = RUN.alias("parent")
+    with get_engine().connect() as conn:
+        return conn.execute(select(parent.c.id).select_from(RUN.join(parent, parent.c.id == RUN.c.parent_run_id))
+                            .where(RUN.c.id == run_id, parent.c.kind == "study")).scalar()
+
+
 # --- controlling -----------------------------------------------------------------------------------
 def cancel_run(run_id: int, app: Celery | None = None) -> str:
     """Cancel a run: a queued one ends cancelled now (and its message is revoked), a running one stops
-    at its next batch keeping its metrics and last checkpoint. Returns the status after the call."""
+    at its next batch keeping its metrics and last checkpoint. Returns the status after the call.
+    A phase of a study cancels the study (only the study's task trains it)."""
     engine = get_engine()
+    study = study_of(run_id)
+    if study is not None:
+        return cancel_run(study, app)
     with engine.begin() as conn:
         row = conn.execute(RUN.select().where(RUN.c.id == run_id)).first()
         if row is None:
@@ -307,6 +352,9 @@ def retry_run(run_id: int, app: Celery | None = None) -> int:
     """Queue a failed or cancelled run again; it resumes from its last checkpoint. Returns the run id."""
     retryable = [RunStatus.failed, RunStatus.cancelled]
     run = get_run(run_id)  # KeyError when absent
+    study = study_of(run_id)
+    if study is not None:
+        raise SubmitError(f"run {run_id} is a phase of study {study}; retry the study, which resumes this phase")
     if run.status not in retryable:
         raise SubmitError(f"run {run_id} is {run.status}; only failed or cancelled runs can be retried")
     celery = _publisher(app)

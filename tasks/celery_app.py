@@ -31,6 +31,7 @@ TASK_ROUTES = {
     "igat.finetune": {"queue": "gpu"},
     "igat.evaluate": {"queue": "gpu"},
     "igat.theory": {"queue": "cpu"},
+    "igat.study": {"queue": "gpu"},  # it trains and evaluates its phases itself
 }
 
 

@@ -498,6 +498,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     for field in ("id", "name", "kind", "status", "experiment_id", "defense", "igat", "seed", "variant", "epoch",
                   "total_epochs", "progress", "attempts", "worker", "checkpoint_path"):
         print(f"{field:>16}: {printable(getattr(run, field))}")
+    if run.phase:  # a study's current step
+        print(f"{'phase':>16}: {printable(run.phase)}")
     for field in ("created_at", "started_at", "finished_at", "heartbeat_at"):
         print(f"{field:>16}: {_fmt_time(getattr(run, field))}")
     if run.error:

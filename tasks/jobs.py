@@ -1,4 +1,4 @@
-"""The Celery tasks: train, fine-tune (iGAT), evaluate and theory diagnostics, one run each.
+"""The Celery tasks: train, fine-tune (iGAT), evaluate, theory diagnostics and studies, one run each.
 
 Every task takes a run id and is idempotent by it: it claims the run with a conditional UPDATE
 (a duplicate or stale delivery does nothing), trains into ``$IGAT_HOME/runs/<run_id>`` with a
@@ -33,6 +33,9 @@ log = logging.getLogger("igat.tasks")
 RUN = Run.__table__
 EVAL = EvalResult.__table__
 TRAIN_SHARE = 0.9  # of the progress bar; the final evaluation is the rest
+# Attacks each member gets in the final evaluation, as `igat eval` (the ensemble gets every configured attack):
+# AutoAttack or SignHunter on every member would multiply the paper protocol's cost by the number of members.
+MEMBER_ATTACKS = ("natural", "pgd")
 
 
 def _env_float(name: str, default: float, minimum: float) -> float:
@@ -92,6 +95,10 @@ def _error_text(exc: BaseException) -> str:
         what = "params" if exc.errors and all(f.startswith("params.") for f, _ in exc.errors) else "config"
         return f"invalid {what}: {exc}"
     if isinstance(exc, JobError):
+        return str(exc)
+    from igat.training.checkpoint import CheckpointError
+
+    if isinstance(exc, CheckpointError):  # the user's file was refused: the message says why, no traceback
         return str(exc)
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
     return f"{type(exc).__name__}: {exc}\n\n{tb}"
@@ -155,40 +162,88 @@ def _checkpoint_of(engine: Engine, run: Any, params: dict[str, Any]) -> str:
 
 
 # --- the phases ----------------------------------------------------------------------------------
-def _evaluate_into_store(ctx: _Context, ensemble, config, dataset, device, progress_from: float) -> int:
-    """Run ``config.eval`` on the ensemble and replace the run's EvalResult rows; returns row count."""
-    from igat.evaluation import evaluate_ensemble
+def _stored_results(ctx: _Context, planned: set[str]):
+    """The run's stored results this evaluation plans (by eval_key), as EvalRows; other rows of the run (another
+    checkpoint or settings, or stored before rows had keys) are deleted first, so the run ends with exactly
+    the planned results."""
+    import json
+
+    from igat.evaluation import EvalRow
+
+    with ctx.engine.begin() as conn:
+        rows = conn.execute(select(EVAL).where(EVAL.c.run_id == ctx.run_id)).all()
+        stale = [r.id for r in rows if r.eval_key not in planned]
+        if stale:
+            conn.execute(delete(EVAL).where(EVAL.c.id.in_(stale)))
+    return {r.eval_key: EvalRow(r.target, r.combiner, r.attack, r.accuracy, r.num_examples,
+                                json.loads(r.extra_json or "{}"), ci_low=r.ci_low, ci_high=r.ci_high,
+                                eval_key=r.eval_key)
+            for r in rows if r.eval_key in planned}
+
+
+def _insert_result(ctx: _Context, row) -> None:
+    """Store one result the moment it is computed. A copy of the run that already stored this key (a redelivered
+    message racing a live attempt) wins; the unique (run_id, eval_key) index turns ours into a no-op."""
+    import json
+
+    from sqlalchemy.exc import IntegrityError
+
+    payload = {"run_id": ctx.run_id, "target": row.target, "combiner": row.combiner, "attack": row.attack,
+               "accuracy": float(row.accuracy), "num_examples": int(row.num_examples),
+               "ci_low": row.ci_low, "ci_high": row.ci_high, "eval_key": row.eval_key,
+               "extra_json": json.dumps(row.extra, default=runstate._json_default), "created_at": utcnow()}
+    try:
+        with ctx.engine.begin() as conn:
+            conn.execute(insert(EVAL), [payload])
+    except IntegrityError:
+        log.info("run %s: result %s was already stored", ctx.run_id, row.eval_key)
+
+
+def _evaluate_into_store(ctx: _Context, ensemble, config, dataset, device, progress_from: float,
+                         checkpoint: str | Path) -> int:
+    """Run ``config.eval`` on the ensemble (saved as ``checkpoint``), storing each result as it is computed.
+
+    Resumable: results already stored for this run under the same key (same checkpoint content, data,
+    settings and row) are kept and not computed again, so a retried, cancelled-then-retried or
+    crash-recovered evaluation only computes what is missing. The run's phase reads "evaluating: PGD on
+    ensemble/average, 2 of 5" while it runs. Returns the number of results."""
+    from igat.evaluation import checkpoint_digest, evaluate_ensemble, evaluation_settings, phase_text, plan_rows
+    from igat.protocols import protocol_of
     from igat.training import TrainingCancelled
 
     ev = config.eval
     if not ev.attacks:
         return 0
     x, y = dataset.test_tensors(ev.num_examples)
-    targets = len(ev.combiners) + (ensemble.num_members if ev.per_member else 0)
-    total = max(targets * len(ev.attacks), 1)
-    done = [0]
+    settings = evaluation_settings(checkpoint_digest(checkpoint), config, dataset.source, len(x), config.seed,
+                                   ev.batch_size, device)
+    plan = plan_rows(list(ev.attacks), ev.combiners, ensemble.num_members, len(x), ev.per_member, MEMBER_ATTACKS,
+                     settings)
+    done = _stored_results(ctx, {p.eval_key for p in plan})
+    total, stored = len(plan), [len(done)]
+    protocol = protocol_of(config)
 
-    def progress(_row) -> None:
-        done[0] += 1
+    def on_start(planned, index: int, count: int) -> None:
         runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, heartbeat_at=utcnow(),
-                            progress=progress_from + (1.0 - progress_from) * done[0] / total)
+                            phase=phase_text(planned, index, count))
+
+    def progress(row) -> None:
+        row.extra.setdefault("protocol", protocol)
+        row.extra.setdefault("data_source", dataset.source)
+        _insert_result(ctx, row)
+        stored[0] += 1
+        runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, heartbeat_at=utcnow(),
+                            progress=progress_from + (1.0 - progress_from) * stored[0] / total)
         if ctx.cancel_requested():
-            raise TrainingCancelled(f"cancelled during evaluation after {done[0]} of {total} results")
+            raise TrainingCancelled(f"cancelled during evaluation after {stored[0]} of {total} results "
+                                    "(they are kept; a retry computes only the rest)")
 
     rows = evaluate_ensemble(ensemble, x, y, combiners=ev.combiners, attacks=ev.attacks, batch_size=ev.batch_size,
                              per_member=ev.per_member, seed=config.seed, device=device, progress=progress,
-                             engine=config.model.engine)
-    import json
-
-    now = utcnow()
-    payload = [{"run_id": ctx.run_id, "target": r.target, "combiner": r.combiner, "attack": r.attack,
-                "accuracy": float(r.accuracy), "num_examples": int(r.num_examples),
-                "extra_json": json.dumps(r.extra, default=runstate._json_default), "created_at": now} for r in rows]
-    with ctx.engine.begin() as conn:  # replace, so a redelivered evaluation never duplicates rows
-        conn.execute(delete(EVAL).where(EVAL.c.run_id == ctx.run_id))
-        if payload:
-            conn.execute(insert(EVAL), payload)
-    return len(payload)
+                             engine=config.model.engine, settings=settings, done=done, on_start=on_start,
+                             member_attacks=MEMBER_ATTACKS)
+    runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, phase=None)
+    return len(rows)
 
 
 def run_key(run: Any) -> str:
@@ -249,7 +304,8 @@ def _train(ctx: _Context, finetune: bool) -> dict[str, Any]:
             log.exception("run %s: could not flush the last metrics", ctx.run_id)
     if cb.superseded:
         raise _Superseded()
-    n_eval = _evaluate_into_store(ctx, trainer.ensemble, config, trainer.dataset, trainer.device, share) if has_eval else 0
+    n_eval = (_evaluate_into_store(ctx, trainer.ensemble, config, trainer.dataset, trainer.device, share, result.checkpoint)
+              if has_eval else 0)
     return {"checkpoint": result.checkpoint, "epochs": result.epochs_completed, "eval_rows": n_eval,
             "metric_rows": cb.rows_written, "seconds": result.seconds, "resumed_from_epoch": trainer.start_epoch}
 
@@ -266,7 +322,7 @@ def _evaluate(ctx: _Context) -> dict[str, Any]:
     ensemble, _ckpt_config, _ = load_ensemble(checkpoint, device)
     dataset = load_dataset(config.data, config.seed)
     runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, checkpoint_path=checkpoint)
-    n = _evaluate_into_store(ctx, ensemble, config, dataset, device, 0.0)
+    n = _evaluate_into_store(ctx, ensemble, config, dataset, device, 0.0, checkpoint)
     return {"checkpoint": checkpoint, "eval_rows": n}
 
 
@@ -305,11 +361,18 @@ class _Superseded(Exception):
     """Another worker took this run over while we were still on it: leave its state alone."""
 
 
+def _study(ctx: _Context) -> dict[str, Any]:
+    from tasks.studyjob import run_study_phase  # the study's own module (igat.study, child runs, progress)
+
+    return run_study_phase(ctx)
+
+
 PHASES = {
     "igat.train": lambda ctx: _train(ctx, finetune=False),
     "igat.finetune": lambda ctx: _train(ctx, finetune=True),
     "igat.evaluate": _evaluate,
     "igat.theory": _theory,
+    "igat.study": _study,
 }
 
 

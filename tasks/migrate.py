@@ -63,7 +63,11 @@ def _legacy_revision(conn: Connection) -> str | None:
     if "alembic_version" in tables or "run" not in tables:
         return None
     columns = {c["name"] for c in inspect(conn).get_columns("run")}
-    return head_revision() if "params_json" in columns else "0001"
+    if "evalresult" in tables and "eval_key" in {c["name"] for c in inspect(conn).get_columns("evalresult")}:
+        return "0004"
+    if "phase" in columns:
+        return "0003"
+    return "0002" if "params_json" in columns else "0001"
 
 
 def _upgrade_on(conn: Connection) -> None:

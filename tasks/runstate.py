@@ -17,7 +17,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, false, or_, select, true, update
+from sqlalchemy import and_, delete, exists, false, or_, select, true, update
 from sqlalchemy.engine import Engine
 
 from tasks.store import Artifact, Run, RunStatus, utcnow
@@ -88,6 +88,14 @@ def _dead(cutoff) -> Any:
     return and_(RUN.c.status == RunStatus.running, or_(RUN.c.heartbeat_at.is_(None), RUN.c.heartbeat_at < cutoff))
 
 
+def not_study_phase() -> Any:
+    """Not a phase of a study (a child train run whose parent is a run of kind "study"): only the study's own
+    task trains its phases, resuming them from its state; re-queued alone, a phase would train on its own."""
+    parent = RUN.alias("parent")
+    return or_(RUN.c.parent_run_id.is_(None),
+               ~exists().where(parent.c.id == RUN.c.parent_run_id, parent.c.kind == "study"))
+
+
 def _task_id_is(task_id: str | None) -> Any:
     return RUN.c.task_id.is_(None) if task_id is None else RUN.c.task_id == task_id
 
@@ -117,7 +125,8 @@ def take_for_requeue(engine: Engine, stale_after: float, new_task_id: Callable[[
     wanted = or_(_dead(cutoff), RUN.c.status == RunStatus.queued) if include_queued else _dead(cutoff)
     with engine.connect() as conn:
         candidates = conn.execute(select(RUN.c.id, RUN.c.kind, RUN.c.task_id, RUN.c.status)
-                                  .where(wanted, RUN.c.kind.in_(kinds), RUN.c.cancel_requested == false())
+                                  .where(wanted, RUN.c.kind.in_(kinds), RUN.c.cancel_requested == false(),
+                                         not_study_phase())
                                   .order_by(RUN.c.id)).all()
     taken: list[Requeued] = []
     for row in candidates:

@@ -68,7 +68,7 @@ class Experiment(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str
-    kind: str = "single"  # single | seeds | ablation | sweep
+    kind: str = "single"  # single | seeds | ablation | sweep | finetune | eval | theory | study
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(False))
     notes: str = ""
 
@@ -77,7 +77,7 @@ class Run(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     experiment_id: int | None = Field(default=None, foreign_key="experiment.id", index=True)
     name: str
-    kind: str = "train"  # train | finetune | eval | theory
+    kind: str = "train"  # train | finetune | eval | theory | study (its phases are child train runs)
     config_json: str = Field(sa_column=Column(Text, nullable=False))
     preset: str = "paper"
     dataset: str = ""
@@ -104,6 +104,8 @@ class Run(SQLModel, table=True):
     # Task parameters that are not part of the experiment config (theory diagnostics' params,
     # an evaluation's checkpoint); added by migration 0002.
     params_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    # What a multi-phase run (a study) is doing now, e.g. "seed 1 (2/3): arm igat, epoch 2/2"; migration 0003.
+    phase: str | None = Field(default=None, sa_column=Column(Text))
 
     @property
     def config(self) -> dict[str, Any]:
@@ -138,6 +140,14 @@ class EvalResult(SQLModel, table=True):
     num_examples: int = 0
     extra_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(False))
+    # 95 % Wilson interval of the accuracy (igat.stats) and the row's igat.evaluation.row_key (settings +
+    # checkpoint content + row): a resumed or redelivered evaluation skips stored keys and the unique index
+    # keeps a key once per run. Added by migration 0004 (which backfills the intervals; old rows have no key).
+    ci_low: float | None = None
+    ci_high: float | None = None
+    eval_key: str | None = None
+
+    __table_args__ = (Index("ix_evalresult_run_key", "run_id", "eval_key", unique=True),)
 
     @property
     def extra(self) -> dict[str, Any]:

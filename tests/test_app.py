@@ -273,7 +273,8 @@ def test_compare_shows_table1_table2_and_diff_for_known_results(db):
     assert "| ADP | <u>81.00 ± 1.41</u> | <u>39.00 ± 1.41</u> | <u>79.00 ± 1.41</u> | <u>36.00 ± 1.41</u> |" in t1
     assert "| iGAT_ADP | **85.00 ± 1.41** | **47.00 ± 1.41** | **80.00 ± 1.41** | **40.00 ± 1.41** |" in t1
     t2 = md[md.index("Table 2"):]
-    assert "| ADP | +4.94 | +20.51 | +1.27 | +11.11 |" in t2
+    # +- propagated from Table 1's std; max/natural 79 +- 1.41 vs 80 +- 1.41 overlap: not distinguishable
+    assert "| ADP | +4.94 ± 2.53 | +20.51 ± 5.68 | +1.27 ± 2.55 (n.d.) | +11.11 ± 5.87 |" in t2
     diff = at.dataframe[0].value  # the config diff is the page's only dataframe
     assert list(diff["field"]) == ["igat.enabled", "seed"]  # only differing fields; dataset etc. are equal
     assert len(diff.columns) == 1 + 4  # field + the four runs of the two experiments
@@ -283,6 +284,70 @@ def test_compare_shows_table1_table2_and_diff_for_known_results(db):
     adp_avg = next(t for t in bars["data"] if t["name"] == "ADP" and t["xaxis"] == "x")
     assert arr(adp_avg["y"]) == pytest.approx([81.0, 39.0])
     assert any("No false-robustness warning" in x.value for x in at.success)
+
+
+def test_compare_bars_carry_error_bars_std_over_seeds_or_wilson(db):
+    from igat.stats import wilson
+
+    ids = db["ids"]
+    at = app("compare", exps=f"{ids['exp_adp']},{ids['exp_igat']}")
+    no_crash(at)
+    bars = plotly_specs(at)[0]
+    adp_avg = next(t for t in bars["data"] if t["name"] == "ADP" and t["xaxis"] == "x")
+    assert arr(adp_avg["error_y"]["array"]) == pytest.approx([2 ** 0.5] * 2)  # std of (80, 82) and (40, 38)
+    assert arr(adp_avg["error_y"]["arrayminus"]) == pytest.approx([2 ** 0.5] * 2)
+    # group by run: a single run's bar shows its 95 % Wilson interval (asymmetric) over its 100 examples
+    at.radio(key="cmp.group").set_value("run").run()
+    no_crash(at)
+    run0 = next(t for t in plotly_specs(at)[0]["data"] if t["name"].startswith(f"#{ids['adp0']} ") and t["xaxis"] == "x")
+    lo, hi = wilson(80, 100)
+    assert arr(run0["error_y"]["array"])[0] == pytest.approx(100 * hi - 80)
+    assert arr(run0["error_y"]["arrayminus"])[0] == pytest.approx(80 - 100 * lo)
+    assert "Wilson" in plotly_specs(at)[0]["layout"]["title"]["text"]
+
+
+def test_runs_page_shows_the_phase_and_partial_results_of_a_running_evaluation(db):
+    from igat.stats import wilson
+
+    rid = db["ids"]["running"]
+    lo, hi = wilson(45, 100)
+    with Session(engine_for(db)) as s:
+        run = s.get(Run, rid)
+        run.phase = "evaluating: CW on ensemble/average, 2 of 5"
+        s.add(run)
+        s.add(EvalResult(run_id=rid, combiner="average", attack="pgd", accuracy=0.45, num_examples=100, ci_low=lo,
+                         ci_high=hi, eval_key="k1"))
+        s.commit()
+    at = app(run=str(rid))
+    no_crash(at)
+    assert any(p.proto.text.startswith("evaluating: CW on ensemble/average, 2 of 5") for p in at.get("progress"))
+    assert "Evaluation results** (partial: the evaluation is still running)" in texts(at)
+    table = at.dataframe[-1].value  # after the runs table: the selected run's results
+    assert list(table["attack"]) == ["PGD"] and list(table["accuracy %"]) == [45.0]
+    assert list(table["95% interval"]) == [f"{100 * lo:.1f} – {100 * hi:.1f}"] and list(table["examples"]) == [100]
+    live = app("live", run=str(rid))
+    no_crash(live)
+    assert any("evaluating: CW on ensemble/average, 2 of 5" in p.proto.text for p in live.get("progress"))
+    assert len(live.dataframe) == 1 and list(live.dataframe[0].value["attack"]) == ["PGD"]
+
+
+def test_launch_protocol_is_one_click_and_shows_the_estimate(db):
+    at = app("launch")
+    no_crash(at)
+    assert at.radio(key="launch.protocol").value == "paper"  # the default: the paper's protocol
+    assert sorted(at.multiselect(key="launch.attacks").value) == ["autoattack", "cw", "natural", "pgd", "signhunter"]
+    assert at.number_input(key="launch.num_examples").value == 0  # the whole test set
+    paper = next(c.value for c in at.caption if c.value.startswith("Estimated evaluation time"))
+    assert "on a CPU worker" in paper and "an estimate" in paper
+    at.radio(key="launch.protocol").set_value("quick").run()
+    no_crash(at)
+    assert at.number_input(key="launch.num_examples").value == 1000
+    quick = next(c.value for c in at.caption if c.value.startswith("Estimated evaluation time"))
+    assert quick != paper and "1,000 evaluation examples: +-3.1 points" in quick
+    from app import launch_form as F
+
+    cfg = F.build_config(at.session_state["launch.base"], {})
+    assert {a["name"]: a["num_examples"] for a in cfg["eval"]["attacks"]}["signhunter"] == 500
 
 
 def test_compare_selection_is_in_the_url_and_flags_show(db):
@@ -300,8 +365,9 @@ def test_ablation_table3(db):
     at = app("ablation")
     no_crash(at)
     md = "\n".join(m.value for m in at.markdown)
-    assert "| Hard distributing | **84.00** | 42.00 |" in md
-    assert "| iGAT_ADP | **84.00** | **45.00** |" in md
+    # one run per variant on 100 examples: +- the half-width of the 95 % Wilson interval (dagger)
+    assert "| Hard distributing | **84.00 ± 7.16†** | 42.00 ± 9.50† |" in md
+    assert "| iGAT_ADP | **84.00 ± 7.16†** | **45.00 ± 9.57†** |" in md
     bars = plotly_specs(at)[0]
     pgd = next(t for t in bars["data"] if t["name"] == "PGD")
     assert dict(zip(pgd["x"], arr(pgd["y"]))) == pytest.approx({"hard": 42.0, "full": 45.0})

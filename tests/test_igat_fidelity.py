@@ -129,3 +129,18 @@ def test_combined_model_reports_the_ensembles_mode_and_torchattacks_keeps_it():
     assert model.training is True
     model.eval()  # switching the wrapper switches the ensemble
     assert not ens.training and not any(m.training for m in ens.members)
+
+
+def test_ablation_base_path_warm_starts_dverge_from_a_standard_ensemble(tmp_path):
+    from igat.ablation import run_ablation
+
+    cfg = with_overrides(apply_preset(synthetic_config(defense={"name": "dverge", "params": {"plus_adv": False}},
+                                                       model={"num_members": 2}), "paper"),
+                         ["train.batch_size=16", "train.steps_per_epoch=1", "train.eval_examples=0",
+                          "igat.attack.steps=1", "eval.num_examples=16", "defense.params.distill_steps=1"])
+    msgs: list[str] = []
+    result = run_ablation(cfg, seeds=[0], output_root=tmp_path / "abl", progress=msgs.append)
+    assert any("pre-training the standard ensemble" in m for m in msgs), msgs
+    base = torch.load(tmp_path / "abl" / "base" / "last.pt", weights_only=True)
+    assert base["config"]["train"]["init_checkpoint"] == str(tmp_path / "abl" / "pretrain" / "last.pt")
+    assert len(result.rows) == 5

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from igat import reports
+from igat.stats import wilson
 
 
 def _frame() -> pd.DataFrame:
@@ -146,9 +147,51 @@ def test_rendering_marks_in_markdown_and_latex():
     assert r"\textbf{46.00 $\pm$ 0.00}" in tex and r"\underline{42.00 $\pm$ 1.41}" in tex
     assert r"iGAT$_{\mathrm{ADP}}$" in tex and r"\multicolumn{2}{c}{Average combiner (\%)}" in tex
     csv = reports.render_table1(t1, "csv")
-    assert csv.splitlines()[0] == "method,combiner,attack,mean,std,n,mark"
+    assert csv.splitlines()[0] == "method,combiner,attack,mean,std,n,mark,pm,pm_kind,lo,hi,examples"
     with pytest.raises(ValueError, match="fmt"):
         reports.render_table1(t1, "html")
+
+
+def _one_seed(values: dict[tuple[str, str], float], n: int = 1000) -> pd.DataFrame:
+    """One seed per method (as ``igat eval`` writes it: fractions with the number of examples)."""
+    return pd.DataFrame([{"method": m, "seed": 0, "combiner": "average", "attack": a, "accuracy": v,
+                          "num_examples": n, "target": "ensemble"} for (m, a), v in values.items()])
+
+
+def test_single_runs_carry_the_wilson_half_width_and_seeds_their_std():
+    t1 = reports.table1(_one_seed({("adp", "pgd"): 0.45, ("iGAT_adp", "pgd"): 0.50}, n=100))
+    c = _cell(t1, "ADP", "average", "pgd")
+    lo, hi = wilson(45, 100)
+    assert c["pm_kind"] == "wilson" and c["examples"] == 100
+    assert c["pm"] == pytest.approx(50 * (hi - lo)) and (c["lo"], c["hi"]) == pytest.approx((100 * lo, 100 * hi))
+    md = reports.render_table1(t1, "markdown")
+    assert f"45.00 ± {50 * (hi - lo):.2f}†" in md and "95 % Wilson" in md
+    assert r"$^\dagger$" in reports.render_table1(t1, "latex")
+    seeds = reports.table1(_frame())  # several seeds: the std, never the Wilson width
+    assert set(seeds["pm_kind"]) == {"std"} and _cell(seeds, "ADP", "average", "natural")["pm"] == pytest.approx(
+        math.sqrt(2.0))
+
+
+def test_table2_marks_overlapping_intervals_as_not_distinguishable():
+    # 1,000 examples each: 45 % vs 47 % overlap (+-3.1 points), 45 % vs 55 % do not
+    df = _one_seed({("adp", "pgd"): 0.45, ("iGAT_adp", "pgd"): 0.47, ("adp", "natural"): 0.45,
+                    ("iGAT_adp", "natural"): 0.55})
+    t2 = reports.table2(df)
+    assert _cell(t2, "ADP", "average", "pgd")["distinguishable"] is False
+    assert _cell(t2, "ADP", "average", "natural")["distinguishable"] is True
+    row = _cell(t2, "ADP", "average", "natural")
+    t1 = reports.table1(df)
+    pm_o, pm_i = _cell(t1, "ADP", "average", "natural")["pm"], _cell(t1, "iGAT_ADP", "average", "natural")["pm"]
+    assert row["improvement_pm"] == pytest.approx(100 * math.hypot(pm_i / 45.0, 55.0 * pm_o / 45.0 ** 2))
+    md = reports.render_table2(t2, "markdown")
+    assert "+4.44 ± " in md and "(n.d.)" in md and md.count("(n.d.)") == 1 and "not distinguishable" in md
+    # seeds: intervals mean +- std; ADP max/pgd 36 +- 1.41 vs iGAT 36 +- 0 overlap, average/pgd 39 vs 46 do not
+    t2s = reports.table2(_frame())
+    assert _cell(t2s, "ADP", "max", "pgd")["distinguishable"] is False
+    assert _cell(t2s, "ADP", "average", "pgd")["distinguishable"] is True
+    # without examples or seeds there is no interval to compare: neither mark
+    bare = reports.table2(_one_seed({("adp", "pgd"): 0.45, ("iGAT_adp", "pgd"): 0.47}).drop(columns="num_examples"))
+    assert bare["distinguishable"].iloc[0] is None and "(n.d.)" not in reports.render_table2(bare, "markdown")
 
 
 def test_missing_columns_are_named():

@@ -77,3 +77,25 @@ def test_eval_rows_and_member_targets():
 def test_check_group_directly():
     assert check_group({"natural": 0.9, "pgd": 0.95}, "average")[0].code == "pgd_above_natural"
     assert check_group({"pgd": 0.4}, "average") == []  # nothing to compare
+
+
+def test_strength_probe_flags_pgd_overestimating_robustness():
+    # The probe's row: accuracy under PGD-20 + PGD-100 restarts, with PGD-20's own accuracy on the same examples.
+    probe = {"combiner": "average", "attack": "pgd_strength", "accuracy": 0.40, "target": "ensemble",
+             "method": "adp", "seed": 0, "robust_reference_mean": 0.43}
+    rows = _rows("average", natural=0.8, pgd=0.44) + [probe]
+    flags = check_results(rows)
+    assert codes(flags) == {("average", "pgd_overestimates")}
+    assert flags[0].values == {"pgd_reference": 0.43, "pgd_strength": 0.40}
+    # Within a point: nothing to flag; the margin is configurable.
+    assert check_results(_rows("average", natural=0.8) + [{**probe, "accuracy": 0.425}]) == []
+    assert codes(check_results(_rows("average", natural=0.8) + [{**probe, "accuracy": 0.425}],
+                               strength_margin=0.001)) == {("average", "pgd_overestimates")}
+    # The statistic also comes inside ``extra`` (EvalRow, the store) and next to percent accuracies (a fraction).
+    row = EvalRow("ensemble", "average", "pgd_strength", 0.40, 200, {"robust_reference_mean": 0.43})
+    assert codes(check_results([row])) == {("average", "pgd_overestimates")}
+    pct = [{**probe, "accuracy": 40.0}, {**probe, "attack": "natural", "accuracy": 80.0}]
+    assert codes(check_results(pct, percent=True)) == {("average", "pgd_overestimates")}
+    # A table without the statistic (e.g. an older eval) is not flagged.
+    frame = pd.DataFrame(_rows("average", natural=0.8, pgd=0.44, pgd_strength=0.30))
+    assert check_results(frame) == []

@@ -80,8 +80,10 @@ def on_method_change() -> None:
         old = current_config()
         new = F.default_config(st.session_state[key("defense")], bool(st.session_state[key("igat")]),
                                st.session_state[key("preset")], dataset=F.get_path(old, "data.dataset") or "cifar10")
+        protocol = F.protocol_name(old)
         for path in ("name", "tags", "data", "model.num_members", "model.depth", "model.width", "eval", "seed"):
             F.set_path(new, path, F.get_path(old, path))
+        new = F.apply_protocol_dict(new, protocol)  # the CW attack follows the new preset
         if F.get_path(new, "igat.enabled"):  # a preset switch keeps the chosen base run
             F.set_path(new, F.INIT_CHECKPOINT, F.get_path(old, F.INIT_CHECKPOINT))
         seeds = st.session_state.get(key("seeds"), "0")
@@ -89,6 +91,36 @@ def on_method_change() -> None:
         st.session_state[key("seeds")] = seeds
     except Exception as exc:  # noqa: BLE001 - keep the form usable, report why defaults failed
         st.session_state[key("errors")] = [("defense.name", f"could not load defaults: {short_error(exc)}")]
+
+
+def on_protocol_change() -> None:
+    """paper / quick: write the protocol's attacks and number of examples into the form (custom: leave them)."""
+    old = current_config()
+    try:
+        new = F.apply_protocol_dict(old, st.session_state[key(F.PROTOCOL_KEY)])
+    except (ConfigError, ValueError) as exc:
+        st.session_state[key("errors")] = [("eval", f"fix the fields below before choosing a protocol: "
+                                                    f"{short_error(exc)}")]
+        st.session_state[key(F.PROTOCOL_KEY)] = "custom"
+        return
+    seeds = st.session_state.get(key("seeds"), "0")
+    base_run = st.session_state.get(key(F.BASE_KEY))
+    load_into_form(new)
+    st.session_state[key("seeds")] = seeds
+    if base_run is not None:
+        st.session_state[key(F.BASE_KEY)] = base_run
+
+
+def protocol_row() -> None:
+    """One click for the evaluation protocol, and the evaluation's estimated time before anything is queued."""
+    st.radio("Evaluation protocol", F.PROTOCOLS, key=key(F.PROTOCOL_KEY), horizontal=True,
+             on_change=safe_callback(on_protocol_change),
+             help="paper: natural, PGD-20, SignHunter and AutoAttack on the full test set, CW on 1,000 (the paper's "
+                  "Section 6.1); quick: the same attacks on 1,000 (natural, PGD) / 500 (CW, SH, AA) examples; "
+                  "custom: the attacks and examples set below")
+    if F.protocol_name(current_config()) != st.session_state[key(F.PROTOCOL_KEY)]:
+        st.caption("The evaluation fields below were edited: this run uses them as they are (custom).")
+    st.caption(F.estimate_text(current_config()))
 
 
 def on_import() -> None:
@@ -370,6 +402,7 @@ def body() -> None:
         getattr(st, flash[0])(flash[1])
     submitted_note()
     method_row(defenses)
+    protocol_row()
     yaml_box()
     errors_summary()
     the_form()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts
+from app import charts, tables
 from app import data as D
 from app.common import (
     PAGE_MEMBERS,
@@ -62,8 +62,8 @@ def live_fragment(run_id: int, was_final: bool, smoothing: float) -> None:
         st.rerun()
     status = run["status"]
     eta = fmt_duration(run["eta_s"])
-    text = (f"{status} · epoch {run['epoch']}/{run['total_epochs']}" + (f" · ETA {eta}" if eta else "")
-            + (f" · worker {run['worker']}" if run["worker"] else ""))
+    text = (f"{status} · epoch {run['epoch']}/{run['total_epochs']}" + (f" · {run['phase']}" if run["phase"] else "")
+            + (f" · ETA {eta}" if eta else "") + (f" · worker {run['worker']}" if run["worker"] else ""))
     st.progress(min(max(float(run["progress"]), 0.0), 1.0), text=text)
     if status == "failed" and run["error"]:
         st.error("Failed: " + (run["error"].strip().splitlines() or [""])[-1])
@@ -71,6 +71,10 @@ def live_fragment(run_id: int, was_final: bool, smoothing: float) -> None:
         st.warning("This run was cancelled.")
     elif status == "queued":
         st.info("Waiting for a worker to pick this run up (is `igat worker` or `igat up` running?).")
+    evals = D.load_eval(get_engine(), [run_id], target=None)
+    if not evals.empty:  # the final evaluation's rows so far (each is stored the moment it is computed)
+        with st.expander("Evaluation results" + ("" if final else " so far"), expanded=not final):
+            st.dataframe(tables.results_table(evals), hide_index=True, width="stretch", key=f"live.results.{run_id}")
     metrics = metrics_for(run_id)
     headline(metrics)
     if metrics.empty:

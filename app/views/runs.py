@@ -6,11 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from app import data as D
+from app import tables
 from app.common import (
     PAGE_COMPARE,
     PAGE_LAUNCH,
     PAGE_LIVE,
     PAGE_MEMBERS,
+    PAGE_STUDIES,
     REFRESH_SECONDS,
     empty_state,
     fmt_duration,
@@ -86,8 +88,8 @@ def details(row: dict) -> None:
                 + (f" · variant `{row['variant']}`" if row["variant"] else ""))
     if status == "running":
         eta = fmt_duration(row["eta_s"])
-        st.progress(min(max(float(row["progress"]), 0.0), 1.0),
-                    text=f"epoch {row['epoch']}/{row['total_epochs']}" + (f", ETA {eta}" if eta else ""))
+        where = row["phase"] or f"epoch {row['epoch']}/{row['total_epochs']}"
+        st.progress(min(max(float(row["progress"]), 0.0), 1.0), text=where + (f", ETA {eta}" if eta else ""))
     elif status == "failed" and row["error"]:
         lines = row["error"].strip().splitlines()
         st.error(f"Failed: {lines[-1] if lines else row['error']}")
@@ -116,11 +118,28 @@ def details(row: dict) -> None:
     cols[3].page_link(PAGE_LIVE, label="Live", icon=":material/monitoring:", query_params={"run": str(run_id)})
     cols[4].page_link(PAGE_MEMBERS, label="Members", icon=":material/groups:", query_params={"run": str(run_id)})
     cols[5].page_link(PAGE_COMPARE, label="Compare", icon=":material/compare_arrows:", query_params={"runs": str(run_id)})
+    results(run_id, status)
+    if row["kind"] == "study":  # its phases, progress and results live on the Studies page
+        st.page_link(PAGE_STUDIES, label="Open this study", icon=":material/query_stats:",
+                     query_params={"study": str(run_id)})
     if status == "succeeded" and not row["igat"] and row["kind"] in D.TRAINING_KINDS and row["checkpoint_path"]:
         # The paper's procedure: train the base defense, then fine-tune it with iGAT.
         st.page_link(PAGE_LAUNCH, label="Fine-tune with iGAT", icon=":material/tune:",
                      query_params={"clone": str(run_id), "finetune": "1"},
                      help="open the Launch form with iGAT on, the paper's defaults for this defense and this run as the base")
+
+
+def results(run_id: int, status: str) -> None:
+    """The run's evaluation results stored so far: each row appears the moment the worker computes it, so a
+    running (or cancelled, failed) evaluation shows its partial table; the fragment's refresh adds rows."""
+    evals = D.load_eval(get_engine(), [run_id], target=None)
+    if evals.empty:
+        return
+    partial = {"running": " (partial: the evaluation is still running)", "queued": " (partial: queued to resume)",
+               "failed": " (partial: a retry computes only the missing ones)",
+               "cancelled": " (partial: a retry computes only the missing ones)"}.get(status, "")
+    st.markdown(f"**Evaluation results**{partial}")
+    st.dataframe(tables.results_table(evals), hide_index=True, width="stretch", key=f"runs.results.{run_id}")
 
 
 def runs_fragment(was_active: bool) -> None:

@@ -46,7 +46,8 @@ max): ``success`` (bool: an unconstrained adversarial exists, clean misclassific
 adversarial, in [0, 1] pixel units, for the correctly classified examples the attack fooled),
 ``robust_8_255`` / ``robust_4_255`` / ``robust_2_255`` / ``robust_1_255`` (bool: still correct after
 clipping into that eps-ball, so ``robust_4_255_mean`` is the accuracy at 4/255, the reference's
-other columns) and ``iterations`` (forward+backward passes spent on the example).
+other columns), ``iterations`` (forward+backward passes spent on the example) and ``attacked`` (bool:
+correctly classified clean, so searched).
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ class CWOptAttack(Attack):
             "success": (res.clean_wrong | torch.isfinite(res.linf)).cpu(),
             "linf": res.linf[~res.clean_wrong & torch.isfinite(res.linf)].cpu(),
             "iterations": res.iterations.cpu(),
+            "attacked": (~res.clean_wrong).cpu(),  # as the pgd / cw attacks report it
         }
         with torch.no_grad():
             for key, eps in REPORT_EPS.items():

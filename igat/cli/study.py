@@ -30,7 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arms", default="continued,igat",
                    help="comma-separated arms: continued, igat (both required), opposite, random, hard, beta0")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out", default=None, help="study folder (default runs/study-DEFENSE-SCALE)")
+    p.add_argument("--out", default=None, help="study folder (default runs/study-DEFENSE-SCALE; not with --submit)")
+    p.add_argument("--submit", action="store_true",
+                   help="queue the study on the workers (`igat up` / `igat worker`) instead of running it here; prints "
+                   "its id; follow it on the dashboard's Studies page")
+    p.add_argument("--name", default=None, help="with --submit: the study's name (default study-DEFENSE-SCALE)")
     for name, kind in (("base-min-epochs", int), ("base-max-epochs", int), ("pretrain-epochs", int),
                        ("plateau-window", int), ("plateau-tol", float), ("arm-epochs", int), ("eval-examples", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the scale's value")
@@ -53,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
         })
     except ValueError as exc:
         return fail(f"invalid study: {exc}".splitlines()[0] if "\n" not in str(exc) else _pydantic_line(exc))
+    if args.submit:
+        if args.out is not None:
+            return fail("--out is for a study run here; a queued study lives in IGAT_HOME/studies/<id>")
+        from tasks.cli import _database_errors  # the queue only when asked for: `igat study` runs without it
+
+        return _database_errors(lambda a: _submit(a, spec))(args)
+    if args.name is not None:
+        return fail("--name names a queued study: use it with --submit")
     out = args.out or f"runs/study-{spec.defense}-{spec.scale}"
     started = time.time()
 
@@ -67,6 +79,23 @@ def run(args: argparse.Namespace) -> int:
         return fail("; ".join(f"{f}: {m}" for f, m in exc.errors))
     print(format_report(analysis))
     print(f"study folder: {out}")
+    return 0
+
+
+def _submit(args: argparse.Namespace, spec) -> int:
+    from igat.config import ConfigError
+    from igat.config_input import config_error_line
+    from tasks import api
+
+    try:
+        exp_id, run_id = api.submit_study(spec, name=args.name)
+    except ConfigError as exc:
+        return fail(config_error_line(exc.errors))
+    except (api.SubmitError, ConnectionError) as exc:
+        return fail(str(exc))
+    print(f"study {run_id} queued (experiment {exp_id}); follow it on the dashboard's Studies page "
+          f"(?study={run_id}) or with `igat runs show {run_id}`", file=sys.stderr)
+    print(run_id)
     return 0
 
 
