@@ -102,6 +102,22 @@ def aggregate_accuracy(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out.assign(err_plus=plus, err_minus=minus, err_kind=kind).reset_index()
 
 
+def error_bar_note(agg: pd.DataFrame) -> str:
+    """What the error bars of an ``aggregate_accuracy`` frame are, for a chart title: only what the data has
+    ("mean ± std over 3 seeds" never for single runs)."""
+    seeds = sorted(int(n) for n in agg.loc[agg["n"] > 1, "n"].unique())
+    parts = []
+    if seeds:
+        count = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        parts.append(f"mean ± std over {count} seeds")
+    single = agg[agg["n"] == 1]
+    if not single.empty:
+        wilson = single["err_kind"].str.startswith("95% Wilson").any()
+        parts.append(("one run each" if not seeds else "a single run")
+                     + (": its 95 % Wilson interval" if wilson else ", no error bar"))
+    return "; ".join(parts)
+
+
 def robustness_bars(df: pd.DataFrame, uirevision: str, group: str = "method") -> go.Figure:
     """Grouped bars: accuracy under each attack, one bar per ``group`` value, one panel per combiner."""
     if df.empty:
@@ -114,7 +130,7 @@ def robustness_bars(df: pd.DataFrame, uirevision: str, group: str = "method") ->
         error_y_minus="err_minus", category_orders={"attack_label": [attack_label(a) for a in attacks]},
         hover_data={"n": True, "std": ":.2f", "mean": ":.2f", "err_kind": True, "err_plus": False, "err_minus": False},
         labels={"attack_label": "attack", "mean": "accuracy (%)", group: group, "err_kind": "error bar"},
-        title="Accuracy under attack (mean ± std over seeds; a single run: its 95 % Wilson interval)",
+        title=f"Accuracy under attack ({error_bar_note(agg)})",
     )
     fig.for_each_annotation(lambda a: a.update(text=a.text.replace("combiner=", "combiner: ")))
     fig.update_layout(uirevision=uirevision, height=420, legend={"orientation": "h", "y": -0.2})
@@ -123,14 +139,17 @@ def robustness_bars(df: pd.DataFrame, uirevision: str, group: str = "method") ->
 
 
 def alloc_area(stats: pd.DataFrame, uirevision: str) -> go.Figure:
-    """Stacked area of how many adversarial examples iGAT gave each member per epoch."""
+    """Stacked bars of how many adversarial examples iGAT gave each member per epoch. Bars, not an area: an
+    area needs two epochs to draw anything, so a one-epoch run showed an empty chart."""
     part = stats[(stats["statistic"] == "alloc_count") & (stats["member"] >= 0)].copy()
     if part.empty:
         return _empty("Adversarial examples allocated per member", "no alloc_count statistics", uirevision)
+    part = part.sort_values(["member", "epoch"])
     part["member"] = "member " + part["member"].astype(int).astype(str)
-    fig = px.area(part.sort_values(["member", "epoch"]), x="epoch", y="value", color="member",
-                  labels={"value": "examples allocated"}, title="Adversarial examples allocated per member")
+    fig = px.bar(part, x="epoch", y="value", color="member", barmode="stack",
+                 labels={"value": "examples allocated"}, title="Adversarial examples allocated per member")
     fig.update_layout(uirevision=uirevision, height=380)
+    fig.update_xaxes(dtick=1)
     return fig
 
 
@@ -209,7 +228,7 @@ def ablation_bars(df: pd.DataFrame, uirevision: str, variant_order: list[str] | 
                  error_y="err_plus", error_y_minus="err_minus",
                  category_orders={"variant": order, "attack": [attack_label(a) for a in attacks]},
                  labels={"mean": "accuracy (%)", "variant": "variant"},
-                 title="Ablation (mean ± std over seeds; a single run: its 95 % Wilson interval)")
+                 title=f"Ablation ({error_bar_note(agg)})")
     fig.update_layout(uirevision=uirevision, height=400)
     fig.update_yaxes(range=[0, 100])
     return fig

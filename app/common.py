@@ -49,6 +49,20 @@ def get_engine() -> Engine:
     return _engine_for(database_url())
 
 
+@st.cache_resource(show_spinner=False)
+def favicon() -> Any:
+    """The tab icon, drawn here (a shield) and served by the dashboard itself: a Material-icon page_icon makes
+    the browser fetch it from fonts.gstatic.com, and the dashboard must work without the internet."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    shield = [(32, 4), (56, 12), (54, 36), (32, 60), (10, 36), (8, 12)]
+    draw = ImageDraw.Draw(image)
+    draw.polygon(shield, fill=(0, 104, 201, 255))
+    draw.line([(20, 32), (29, 41), (45, 23)], fill=(255, 255, 255, 255), width=6)
+    return image
+
+
 def short_error(exc: BaseException, limit: int = 300) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     text = " ".join(text.split())
@@ -118,6 +132,12 @@ def fmt_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+def eta_text(eta_s: float | None, scope: str) -> str:
+    """The time left; "+ evaluation" when the worker's estimate covers only the training (tasks.progress)."""
+    text = fmt_duration(eta_s)
+    return f"{text} + evaluation" if text and scope == "training" else text
 
 
 def fmt_time(value: datetime | None) -> str:

@@ -15,7 +15,19 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from tasks.store import FINAL_STATUSES, EvalResult, Experiment, MemberStatRow, Metric, Run, RunStatus, utcnow
+from tasks.progress import ETA_ARTIFACT, eta_left
+from tasks.runstate import ATTEMPT_SECONDS
+from tasks.store import (
+    FINAL_STATUSES,
+    Artifact,
+    EvalResult,
+    Experiment,
+    MemberStatRow,
+    Metric,
+    Run,
+    RunStatus,
+    utcnow,
+)
 
 STATUSES = [s.value for s in RunStatus]
 FINAL = {s.value for s in FINAL_STATUSES}
@@ -24,7 +36,7 @@ RUN_COLUMNS = [
     "id", "name", "experiment_id", "experiment", "experiment_kind", "status", "progress", "epoch", "total_epochs",
     "eta_s", "duration_s", "worker", "dataset", "defense", "igat", "method", "seed", "variant", "tags", "preset",
     "kind", "error", "created_at", "started_at", "finished_at", "attempts", "cancel_requested", "checkpoint_path",
-    "phase",
+    "phase", "eta_scope",
 ]
 
 
@@ -53,7 +65,29 @@ def duration_seconds(started_at: datetime | None, finished_at: datetime | None, 
     return ((finished_at or now or utcnow()) - started_at).total_seconds()
 
 
-def _run_record(run: Run, exp: Experiment | None, now: datetime) -> dict[str, Any]:
+def run_artifacts(s: Session, run_ids: list[int], name: str) -> dict[int, Any]:
+    """The artifact ``name`` of each of ``run_ids`` that has one (the newest, parsed)."""
+    if not run_ids:
+        return {}
+    rows = s.exec(select(Artifact.run_id, Artifact.data_json)
+                  .where(Artifact.name == name, col(Artifact.run_id).in_(run_ids)).order_by(col(Artifact.id))).all()
+    return {rid: json.loads(data) for rid, data in rows}
+
+
+def _timing(run: Run, now: datetime, banked: list[float] | None, eta: dict[str, Any] | None) -> dict[str, Any]:
+    """Duration over every attempt (earlier ones banked by retries and crash recovery, plus the current one) and
+    the time left: the worker's own estimate when it wrote one (tasks.progress), else a linear extrapolation."""
+    current = duration_seconds(run.started_at, run.finished_at, now)
+    spent = sum(banked or [])
+    duration = spent + (current or 0.0) if (banked or current is not None) else None
+    if str(run.status) == RunStatus.running and eta is not None:
+        return {"duration_s": duration, "eta_s": eta_left(eta, now), "eta_scope": eta.get("scope", "")}
+    return {"duration_s": duration, "eta_s": eta_seconds(str(run.status), run.progress, run.started_at, now),
+            "eta_scope": ""}
+
+
+def _run_record(run: Run, exp: Experiment | None, now: datetime, banked: list[float] | None = None,
+                eta: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "id": run.id,
         "name": run.name,
@@ -64,8 +98,7 @@ def _run_record(run: Run, exp: Experiment | None, now: datetime) -> dict[str, An
         "progress": float(run.progress or 0.0),
         "epoch": run.epoch,
         "total_epochs": run.total_epochs,
-        "eta_s": eta_seconds(str(run.status), run.progress, run.started_at, now),
-        "duration_s": duration_seconds(run.started_at, run.finished_at, now),
+        **_timing(run, now, banked, eta),
         "worker": run.worker or "",
         "dataset": run.dataset,
         "defense": run.defense,
@@ -97,7 +130,10 @@ def load_runs(engine: Engine, run_ids: list[int] | None = None, experiment_ids: 
         if experiment_ids is not None:
             stmt = stmt.where(col(Run.experiment_id).in_(experiment_ids))
         rows = s.exec(stmt.order_by(col(Run.id).desc())).all()
-        records = [_run_record(run, exp, now) for run, exp in rows]
+        ids = [run.id for run, _ in rows]
+        banked = run_artifacts(s, ids, ATTEMPT_SECONDS)
+        etas = run_artifacts(s, [run.id for run, _ in rows if run.status == RunStatus.running], ETA_ARTIFACT)
+        records = [_run_record(run, exp, now, banked.get(run.id), etas.get(run.id)) for run, exp in rows]
     return pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
 
 

@@ -52,6 +52,17 @@ FORM_PATHS: dict[str, str] = {
     "seeds": "seed",
 }
 PATH_KEYS = {path: key for key, path in FORM_PATHS.items()}
+# Whole-number fields. Their widgets are float-typed on purpose: an integer widget lets the browser cut a typed
+# 1.5 down to 1 without a word, while a float one hands 1.5 to validation, which refuses it naming the field.
+WHOLE_KEYS = ("members", "depth", "width", "epochs", "batch_size", "steps_per_epoch", "num_examples")
+# Several methods call a weight "alpha" (or "beta"); on one form each is labelled by what it weighs.
+IGAT_LABELS = {"alpha": "Distributed-CE weight α (igat.alpha)", "beta": "L_R regulariser weight β (igat.beta)"}
+PARAM_LABELS: dict[tuple[str, str], str] = {
+    ("adp", "alpha"): "Entropy weight α (alpha)",
+    ("adp", "log_det_lamda"): "Log-det weight β (log_det_lamda)",
+    ("cldl", "alpha"): "JSD-diversity weight α (alpha)",
+    ("cldl", "beta"): "Gradient-coherence weight β (beta)",
+}
 DEFENSE_PARAM_PREFIX = "dp."
 # The "Fine-tune from" widget: its value is a base run id (SCRATCH = train from scratch); the form
 # writes that run's checkpoint into train.init_checkpoint (``build_config``).
@@ -78,6 +89,30 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
+
+
+def whole(value: Any) -> Any:
+    """A float widget's value for an integer field: 2.0 -> 2; 1.5 stays 1.5 so validation refuses it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def param_label(defense: str, name: str) -> str:
+    return PARAM_LABELS.get((defense, name), name)
+
+
+def members_range(defense: str) -> tuple[int, int]:
+    """The member counts ``defense`` accepts: its ``min_members`` (pair defenses: 2) up to the config's limit."""
+    upper = next(m.le for m in ModelConfig.model_fields["num_members"].metadata if isinstance(m, annotated_types.Le))
+    lower = getattr(_registry_defense(defense), "min_members", 1) if defense in defense_names() else 1
+    return int(lower), int(upper)
+
+
+def members_help(defense: str) -> str:
+    lower, upper = members_range(defense)
+    why = " (its diversity terms compare member pairs)" if lower >= 2 else ""
+    return f"number of ResNet members: a whole number {lower}..{upper} for {defense}{why}"
 
 
 # --- defaults ---------------------------------------------------------------------------
@@ -172,10 +207,91 @@ def _duration(seconds: float) -> str:
     return format_duration(seconds)
 
 
+# --- the whole run's cost, before it is queued ---------------------------------------------------
+
+# Ask before queueing a run estimated above this on the reference CPU (the cost model's only measured device).
+LONG_RUN_SECONDS = 3600.0
+CIFAR_TRAIN_SIZE = 50_000
+
+
+def _train_size(config: ExperimentConfig) -> int:
+    total = config.data.synthetic_train_size if config.data.dataset == "synthetic" else CIFAR_TRAIN_SIZE
+    return min(total, config.data.train_subset) if config.data.train_subset else total
+
+
+def _attack_passes(config: ExperimentConfig) -> float:
+    """Member passes per training example spent crafting attacks: iGAT's global attack on the attacked share of
+    a batch, and the defense's own PGD / distillation steps where they run (under iGAT only with base_adv)."""
+    p = config.defense_params()
+    if hasattr(p, "plus_adv"):
+        own = float(p.adv_steps) if p.plus_adv else 0.0
+    else:
+        own = float(getattr(p, "steps", 0) or getattr(p, "distill_steps", 0) or 0)
+    if not config.igat.enabled:
+        return own
+    return config.igat.attack.steps * config.igat.attack_fraction + (own if config.igat.base_adv else 0.0)
+
+
+def train_passes(config: ExperimentConfig) -> float:
+    """Member forward+backward passes of the training: examples x (1 + attack steps) x members per epoch,
+    plus the end-of-epoch probe (natural + PGD on ``train.eval_examples`` test examples)."""
+    from igat.protocols import FORWARD_SHARE, eval_set_total
+
+    n, batch = _train_size(config), config.train.batch_size
+    steps = -(-n // batch)
+    if config.train.steps_per_epoch:
+        steps = min(steps, config.train.steps_per_epoch)
+    per_epoch = min(steps * batch, n) * (1 + _attack_passes(config))
+    if config.train.eval_examples:
+        probe = min(config.train.eval_examples, eval_set_total(config))
+        per_epoch += probe * (FORWARD_SHARE + config.train.eval_pgd_steps)
+    return config.train.epochs * config.model.num_members * per_epoch
+
+
+@dataclass(frozen=True)
+class RunCost:
+    train_passes: float
+    eval_passes: float
+    cpu_seconds: float  # both, at the reference CPU's measured seconds per member pass, scaled by model and image size
+
+    def text(self) -> str:
+        return (f"Estimated cost of the whole run: {self.train_passes:,.0f} member passes of training + "
+                f"{self.eval_passes:,.0f} of evaluation, about {_duration(self.cpu_seconds)} on a CPU worker "
+                "(no measured figure for a GPU worker). An estimate: defense-specific extra passes (e.g. DVERGE's "
+                "feature distillation per member pair) are not all counted.")
+
+
+def run_cost(config: ExperimentConfig) -> RunCost:
+    from igat.protocols import SECONDS_PER_MEMBER_PASS, estimate_seconds, size_scale
+
+    train = train_passes(config)
+    evaluation = estimate_seconds(config, "cpu").member_passes if config.eval.attacks else 0.0
+    return RunCost(train, evaluation, (train + evaluation) * SECONDS_PER_MEMBER_PASS["cpu"] * size_scale(config))
+
+
+def cost_text(data: dict[str, Any]) -> str:
+    try:
+        return run_cost(ExperimentConfig.from_dict(data)).text()
+    except (ConfigError, ValueError):
+        return "No cost estimate: fix the fields below first."
+
+
+def long_run(config: ExperimentConfig) -> RunCost | None:
+    """The run's cost when it is long enough to ask before queueing it, else None."""
+    cost = run_cost(config)
+    return cost if cost.cpu_seconds > LONG_RUN_SECONDS else None
+
+
 def default_config(defense: str, igat: bool = False, preset: str = "paper", dataset: str = "cifar10") -> dict[str, Any]:
     """A config a researcher would start from: the defense's ``recommended`` overrides; with iGAT on,
     the paper's iGAT defaults for that defense and dataset (``igat_defaults``), then the preset; evaluated
     with the paper's protocol (``igat.protocols``; the form's protocol switch offers the quick one)."""
+    return apply_protocol_dict(method_defaults(defense, igat, preset, dataset), "paper")
+
+
+def method_defaults(defense: str, igat: bool = False, preset: str = "paper", dataset: str = "cifar10") -> dict[str, Any]:
+    """The method's recipe without an evaluation protocol: the defense's ``recommended`` overrides and, with
+    iGAT on, the paper's iGAT defaults for that defense and dataset, then the preset."""
     from igat.presets import igat_defaults
 
     data = ExperimentConfig().to_dict()
@@ -185,20 +301,64 @@ def default_config(defense: str, igat: bool = False, preset: str = "paper", data
     data["igat"]["enabled"] = igat
     if igat:
         merge(data, igat_defaults(defense, dataset))
-    return apply_protocol_dict(apply_preset_dict(data, preset), "paper")
+    return apply_preset_dict(data, preset)
+
+
+def import_config(text: str) -> dict[str, Any]:
+    """An imported YAML / JSON as the form's config: the fields it gives, over its method's recipe
+    (``method_defaults`` for its defense, iGAT switch, preset and dataset), so a file without an ``optim``
+    block trains with the defense's recommended optimiser (ADP: Adam 1e-3), as the form would, not with
+    the generic SGD defaults. Raises ConfigError naming the fields (also for an empty text)."""
+    from igat.config_input import parse_yaml
+
+    plain = ExperimentConfig.from_text(text)  # refuses empty text, bad YAML and bad fields, naming them
+    raw = parse_yaml(text)
+    base = method_defaults(plain.defense.name, plain.igat.enabled, plain.preset, plain.data.dataset)
+    return ExperimentConfig.from_dict(merge(base, raw)).to_dict()
+
+
+# The base run's scale, which its fine-tuning keeps: a base trained for 1 epoch at batch 32 is a test, and
+# turning it into the paper's 100 epochs at batch 512 would queue a run hundreds of times longer unasked.
+FINETUNE_SCALE = ("train.epochs", "train.batch_size", "train.steps_per_epoch")
 
 
 def finetune_config(run_cfg: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
-    """The iGAT fine-tuning of a trained run: its config (data, model, defense, evaluation, seed)
-    with iGAT on, the paper's iGAT defaults for its defense and dataset, its preset, and
+    """The iGAT fine-tuning of a trained run: its config (data, model, defense, evaluation, seed, and its
+    scale: epochs, batch size, steps per epoch) with iGAT on, the paper's iGAT defaults for its defense and
+    dataset (learning-rate milestones placed over the base's epochs), its preset, and
     ``train.init_checkpoint`` = the run's checkpoint."""
     from igat.presets import igat_defaults
 
     data = copy.deepcopy(run_cfg)
+    scale = {path: get_path(data, path) for path in FINETUNE_SCALE}
     data["name"] = f"{data.get('name') or 'run'}-igat"
-    merge(data, igat_defaults(get_path(data, "defense.name") or "", get_path(data, "data.dataset") or "cifar10"))
+    budget = {"epochs": int(scale["train.epochs"])} if scale["train.epochs"] else {}  # milestones over the base's epochs
+    merge(data, igat_defaults(get_path(data, "defense.name") or "", get_path(data, "data.dataset") or "cifar10",
+                              **budget))
     set_path(data, INIT_CHECKPOINT, checkpoint)
-    return apply_preset_dict(data, data.get("preset") or "paper")
+    data = apply_preset_dict(data, data.get("preset") or "paper")
+    for path, value in scale.items():  # the preset's recipe sets its own batch / pseudo-epochs: the base's win
+        set_path(data, path, value)
+    return data
+
+
+def _budget(data: dict[str, Any]) -> str:
+    epochs, batch, steps = (get_path(data, p) for p in FINETUNE_SCALE)
+    return f"{epochs} epoch(s) at batch {batch}" + (f", {steps} steps per epoch" if steps else "")
+
+
+def scale_note(base: dict[str, Any], data: dict[str, Any]) -> str:
+    """The fine-tuning's training budget next to its base run's (and the iGAT defaults' when it keeps the base's)."""
+    import inspect
+
+    from igat.presets import PAPER_BATCH, igat_defaults
+
+    now, then = _budget(data), _budget(base)
+    if now != then:
+        return f"Training budget: {now}; the base run trained {then}."
+    default_epochs = inspect.signature(igat_defaults).parameters["epochs"].default
+    return (f"Training budget: {now}, the base run's (the iGAT defaults train {default_epochs} epochs at the "
+            f"paper's batch {PAPER_BATCH}; set Epochs / Batch size for that).")
 
 
 # --- the base run of a fine-tuning -------------------------------------------------------
@@ -320,6 +480,55 @@ def widget_to_param(f: ParamField, value: Any) -> Any:
     return value
 
 
+# --- the Advanced section: every other config field ----------------------------------------------
+
+ADVANCED_PREFIX = "adv."  # + dotted config path
+ATTACK_PREFIX = "ap."  # + "<attack>.<param>": a selected evaluation attack's parameter
+# Fields with their own place on the form (the main fields, the base-run picker, the attacks multiselect).
+ELSEWHERE = ("defense", "train.init_checkpoint", "eval.attacks", "igat.init_checkpoint")
+
+
+def _section_models() -> list[tuple[str, str, type[BaseModel]]]:
+    from igat.config import DataConfig, EvalConfig, IGATConfig, OptimConfig, PGDParams, TrainConfig
+
+    return [("General", "", ExperimentConfig), ("Data", "data", DataConfig), ("Model", "model", ModelConfig),
+            ("Optimiser", "optim", OptimConfig), ("Training", "train", TrainConfig), ("iGAT", "igat", IGATConfig),
+            ("iGAT attack", "igat.attack", PGDParams), ("Evaluation", "eval", EvalConfig)]
+
+
+def advanced_fields() -> list[tuple[str, str, ParamField]]:
+    """(section, dotted path, field) of every config field the main form does not show; sections themselves
+    (data, igat.attack ...) are not fields."""
+    main = set(FORM_PATHS.values()) | set(ELSEWHERE)
+    sections = {path for _, path, _ in _section_models() if path}
+    out = []
+    for title, prefix, model in _section_models():
+        for f in param_fields(model):
+            path = f"{prefix}.{f.name}" if prefix else f.name
+            if path not in main and path not in sections:
+                out.append((title, path, f))
+    return out
+
+
+def attack_param_fields(attack: str) -> list[ParamField]:
+    from igat.attacks import ATTACKS
+
+    return param_fields(ATTACKS.get(attack).Params) if attack in ATTACKS else []
+
+
+def _attack_params(old: dict[str, Any], name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """An attack's params from its widgets: the ones the config had, plus any set away from its default (so a
+    protocol's attack keeps exactly its listed params and still reads as that protocol)."""
+    params = dict(old)
+    for f in attack_param_fields(name):
+        key = f"{ATTACK_PREFIX}{name}.{f.name}"
+        if key in values:
+            value = widget_to_param(f, values[key])
+            if f.name in old or value != f.default:
+                params[f.name] = value
+    return params
+
+
 # --- form <-> config ---------------------------------------------------------------------
 
 def parse_seeds(text: str) -> list[int]:
@@ -348,6 +557,8 @@ def form_values(data: dict[str, Any]) -> dict[str, Any]:
     values["num_examples"] = int(values["num_examples"] or 0)
     for size in ("depth", "width"):  # configs stored before the size knobs have neither: the defaults
         values[size] = int(values[size] or ModelConfig.model_fields[size].default)
+    for key in WHOLE_KEYS:  # float widgets (see WHOLE_KEYS)
+        values[key] = float(values[key])
     values["attacks"] = [a["name"] for a in (get_path(data, "eval.attacks") or [])]
     values[PROTOCOL_KEY] = protocol_name(data)
     values["combiners"] = list(values["combiners"] or [])
@@ -359,6 +570,13 @@ def form_values(data: dict[str, Any]) -> dict[str, Any]:
         params = dict(get_path(data, "defense.params") or {})
         for f in param_fields(_registry_defense(defense).Params):
             values[DEFENSE_PARAM_PREFIX + f.name] = param_to_widget(f, params.get(f.name, f.default))
+    for _, path, f in advanced_fields():
+        value = get_path(data, path)
+        values[ADVANCED_PREFIX + path] = param_to_widget(f, f.default if value is None and f.kind != "text" else value)
+    for spec in get_path(data, "eval.attacks") or []:
+        for f in attack_param_fields(spec["name"]):
+            value = (spec.get("params") or {}).get(f.name, f.default)
+            values[f"{ATTACK_PREFIX}{spec['name']}.{f.name}"] = param_to_widget(f, value)
     return values
 
 
@@ -368,19 +586,22 @@ def build_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]
     for key, path in FORM_PATHS.items():
         if key in ("tags", "seeds", "attacks", "steps_per_epoch", "num_examples") or key not in values:
             continue
-        set_path(data, path, values[key])
+        set_path(data, path, whole(values[key]) if key in WHOLE_KEYS else values[key])
     if "tags" in values:
         data["tags"] = [t.strip() for t in str(values["tags"]).split(",") if t.strip()]
-    if "steps_per_epoch" in values:
-        set_path(data, "train.steps_per_epoch", int(values["steps_per_epoch"]) or None)
-    if "num_examples" in values:
-        set_path(data, "eval.num_examples", int(values["num_examples"]) or None)
+    for key, path in (("steps_per_epoch", "train.steps_per_epoch"), ("num_examples", "eval.num_examples")):
+        if key in values:  # 0 = none (a full pass / the whole test set)
+            set_path(data, path, whole(values[key]) or None)
     if BASE_KEY in values:  # a BaseRun or None (scratch); absent: keep the base config's value
         set_path(data, INIT_CHECKPOINT, values[BASE_KEY].checkpoint if values[BASE_KEY] else None)
+    for _, path, f in advanced_fields():
+        if ADVANCED_PREFIX + path in values:
+            set_path(data, path, widget_to_param(f, values[ADVANCED_PREFIX + path]))
     if "attacks" in values:
-        # Keep the parameters (and the protocol's example cap) the base config had for an attack that stays selected.
+        # Keep the parameters (and the protocol's example cap) the base config had for an attack that stays
+        # selected; the Advanced section's attack widgets edit those parameters.
         old = {a["name"]: a for a in (get_path(data, "eval.attacks") or [])}
-        set_path(data, "eval.attacks", [{"name": n, "params": old.get(n, {}).get("params", {}),
+        set_path(data, "eval.attacks", [{"name": n, "params": _attack_params(old.get(n, {}).get("params") or {}, n, values),
                                          "num_examples": old.get(n, {}).get("num_examples")}
                                         for n in values["attacks"]])
     defense = values.get("defense", get_path(data, "defense.name"))
@@ -411,7 +632,7 @@ def validate(base: dict[str, Any], values: dict[str, Any]) -> tuple[list[Experim
         try:
             configs.append(ExperimentConfig.from_dict({**data, "seed": seed}))
         except ConfigError as exc:
-            errors.extend(e for e in exc.errors if e not in errors)
+            errors.extend(e for e in (whole_number_error(data, *e) for e in exc.errors) if e not in errors)
     base_run = values.get(BASE_KEY)
     if base_run is not None and get_path(data, "igat.enabled"):
         errors.extend(base_run_errors(data, base_run))
@@ -420,6 +641,14 @@ def validate(base: dict[str, Any], values: dict[str, Any]) -> tuple[list[Experim
         # check those too so the user sees every problem at once.
         errors.extend(e for e in registry_param_errors(data) if e not in errors)
     return ([] if errors else configs), errors
+
+
+def whole_number_error(data: dict[str, Any], field: str, message: str) -> tuple[str, str]:
+    """pydantic's "got a number with a fractional part" for a form field, said with the value that was typed."""
+    value = get_path(data, field)
+    if "fractional part" in message and isinstance(value, float):
+        return field, f"must be a whole number, got {value:g}"
+    return field, message
 
 
 def registry_param_errors(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -457,6 +686,8 @@ def error_key(field: str) -> str | None:
         return "combiners"
     if field == INIT_CHECKPOINT:
         return BASE_KEY
+    if field in {path for _, path, _ in advanced_fields()}:
+        return ADVANCED_PREFIX + field
     if field.startswith("igat.attack"):
         return None
     return None

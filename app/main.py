@@ -27,9 +27,10 @@ from app.common import (  # noqa: E402
     PAGE_STUDIES,
     PAGE_THEORY,
     VIEWS_DIR,
+    favicon,
 )
 
-st.set_page_config(page_title="iGAT Lab", page_icon=":material/shield:", layout="wide")
+st.set_page_config(page_title="iGAT Lab", page_icon=favicon(), layout="wide")
 
 experiments = [
     st.Page(PAGE_RUNS, title="Runs", icon=":material/list:", default=True),

@@ -81,7 +81,9 @@ def table2(frame: pd.DataFrame) -> Table | None:
     t = reports.table2(frame)
     if t.empty:
         return None
-    return Table(t, reports.render_table2(t, "markdown"), reports.render_table2(t, "latex"))
+    # On the page a row names both methods it compares; the LaTeX keeps the paper's rows (the base X).
+    shown = t.assign(method=[f"iGAT_{m} vs {m}" for m in t["method"]])
+    return Table(t, reports.render_table2(shown, "markdown"), reports.render_table2(t, "latex"))
 
 
 def table3(frame: pd.DataFrame, method: str | None, combiner: str) -> Table:

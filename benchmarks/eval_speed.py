@@ -14,13 +14,14 @@ Same checkpoint, same equidistant test images, same threads and batch size; eps 
 Each is timed including the classification of the adversarial images; the time is the best of ``--rounds``
 interleaved rounds. Goal (issue 15): library >= 2x torchattacks at equal or lower robust accuracy. Then
 AutoAttack standard (``pyautoattack`` via the ``autoattack`` attack) on ``--aa-examples`` of the images:
-seconds per image.
+seconds per image. Last, the ``pgd_strength`` probe (PGD-20, then PGD-100 with 3 restarts on what it left
+robust) on ``--probe-examples`` of the images: how much PGD-20 overestimates robustness here.
 
 Checkpoint: ``--checkpoint``, else the first ``studies/*/seed0/base/last.pt``, else one is trained with
 ``igat train benchmarks/configs/pgdat-small.yaml`` (2-member PGD-AT on the CIFAR-10 JPEG tree, ~5 min on 2 cores).
 Usage:
   python benchmarks/eval_speed.py [--checkpoint PATH] [--examples 500] [--aa-examples 50] [--threads 2]
-      [--batch 250] [--rounds 2]
+      [--batch 250] [--rounds 2] [--probe-examples 200]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from igat.config import EPS_8_255, STEP_2_255, AttackSpec
 from igat.data import equidistant_indices, load_dataset
 from igat.evaluation import evaluate_ensemble
 from igat.models.ensemble import Ensemble
+from igat.sanity import check_results, format_flags
 from igat.training import load_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="last.pt or run directory (default: see above)")
     ap.add_argument("--examples", type=int, default=500, help="equidistant test images for PGD-20")
     ap.add_argument("--aa-examples", type=int, default=50, help="of those, images for AutoAttack standard (0: skip)")
+    ap.add_argument("--probe-examples", type=int, default=200, help="of those, images for pgd_strength (0: skip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds (best time counts)")
@@ -162,6 +165,15 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         print(f"\nAutoAttack standard ({row.extra.get('implementation', 'pyautoattack')}), {len(xs)} images: "
               f"{seconds:.1f} s = {seconds / len(xs):.2f} s/image; robust accuracy {100 * row.accuracy:.2f}%")
+
+    if args.probe_examples > 0:
+        spec = AttackSpec(name="pgd_strength", params={"num_examples": args.probe_examples})
+        (row,) = evaluate_ensemble(ens, x, y, ["average"], [spec], batch_size=args.batch, per_member=False,
+                                   seed=args.seed)
+        flags = check_results([row])
+        print(f"\npgd_strength on {row.num_examples} images ({row.extra['seconds']:.1f} s): PGD-20 "
+              f"{100 * row.extra['robust_reference_mean']:.2f}% -> PGD-20 + PGD-100 x 3 restarts "
+              f"{100 * row.accuracy:.2f}%; {format_flags(flags) if flags else 'no flag'}")
 
 
 if __name__ == "__main__":

@@ -343,6 +343,7 @@ class ExperimentConfig(StrictModel):
             try:
                 if not problems:
                     params_model(**self.defense.params)
+                    errors.extend(DEFENSES.get(self.defense.name).config_problems(self))
             except ValidationError as exc:
                 errors.extend(ConfigError.from_validation(exc, "defense.params.").errors)
         for i, spec in enumerate(self.eval.attacks):

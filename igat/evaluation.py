@@ -440,7 +440,7 @@ def evaluate_checkpoint(
     """
     from igat.data import load_dataset
     from igat.models.combiners import COMBINERS
-    from igat.protocols import CUSTOM, apply_protocol
+    from igat.protocols import CUSTOM, apply_protocol, protocol_of
     from igat.training import load_ensemble
     from igat.training.builders import resolve_device
 
@@ -468,15 +468,17 @@ def evaluate_checkpoint(
     plan = plan_rows(specs, combiners, ensemble.num_members, len(x), per_member, member_attacks, settings)
     planned = {p.eval_key for p in plan}
     done = {k: r for k, r in stored_rows(out).items() if k in planned} if (write and resume) else {}
+    # The protocol each row records: the one asked for or the one the config's eval matches; a resized set is custom.
+    protocol_label = CUSTOM if num_examples is not None else (protocol or protocol_of(config))
     if on_prepared is not None:
-        on_prepared(EvalPlan(config, protocol or CUSTOM, plan, frozenset(done), dev))
+        on_prepared(EvalPlan(config, protocol_label, plan, frozenset(done), dev))
     method, variant = method_and_variant(config)
     results: dict[str, EvalRow] = dict(done)
 
     def label(row: EvalRow) -> EvalRow:
         row.checkpoint, row.method, row.variant, row.seed = str(Path(checkpoint).resolve()), method, variant, config.seed
         row.extra.setdefault("data_source", data.source)
-        row.extra.setdefault("protocol", protocol or CUSTOM)
+        row.extra.setdefault("protocol", protocol_label)
         return row
 
     def store(row: EvalRow) -> None:

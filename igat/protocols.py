@@ -188,11 +188,13 @@ class Estimate:
         if self.seconds is None:
             return (f"no time estimate for {self.device}: the seconds per member pass were measured on the CPU "
                     f"only ({self.member_passes:,.0f} member forward+backward passes)")
-        return (f"estimated time on {self.device}: about {format_duration(self.seconds)} "
+        return (f"estimated time on {self.device}: {_about(self.seconds)} "
                 f"({self.member_passes:,.0f} member forward+backward passes; an estimate, see igat.protocols)")
 
 
 def format_duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
     if seconds < 90:
         return f"{seconds:.0f} s"
     minutes = seconds / 60
@@ -200,6 +202,11 @@ def format_duration(seconds: float) -> str:
         return f"{minutes:.0f} min"
     hours = minutes / 60
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def _about(seconds: float) -> str:
+    text = format_duration(seconds)
+    return text if text.startswith("under") else f"about {text}"
 
 
 def estimate_rows(rows: Sequence[PlannedRow], config: ExperimentConfig, device: str = "cpu") -> Estimate:

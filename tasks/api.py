@@ -349,7 +349,8 @@ def cancel_run(run_id: int, app: Celery | None = None) -> str:
 
 
 def retry_run(run_id: int, app: Celery | None = None) -> int:
-    """Queue a failed or cancelled run again; it resumes from its last checkpoint. Returns the run id."""
+    """Queue a failed or cancelled run again; it resumes from its last checkpoint (a run that never started
+    starts from scratch). The ended attempt's time is kept (``runstate.bank_attempt``). Returns the run id."""
     retryable = [RunStatus.failed, RunStatus.cancelled]
     run = get_run(run_id)  # KeyError when absent
     study = study_of(run_id)
@@ -362,10 +363,11 @@ def retry_run(run_id: int, app: Celery | None = None) -> int:
         ok = conn.execute(
             update(RUN).where(RUN.c.id == run_id, RUN.c.status.in_(retryable))
             .values(status=RunStatus.queued, cancel_requested=False, error=None, attempts=0, finished_at=None,
-                    worker=None)
+                    worker=None, started_at=None, phase=None)
         ).rowcount == 1
     if not ok:  # someone else retried it in between
         raise SubmitError(f"run {run_id} is {get_run(run_id).status}; only failed or cancelled runs can be retried")
+    runstate.bank_attempt(get_engine(), run_id, run.started_at, run.finished_at)
     _enqueue([run_id], celery)
     return run_id
 
@@ -392,6 +394,9 @@ def requeue_stale(stale_after: float | None = None, include_queued: bool = False
     except Exception as exc:
         runstate.undo_requeue(engine, taken)  # still dead: the next sweep tries again
         raise ConnectionError(_broker_failed(celery, exc)) from exc
+    for t in taken:  # the dead attempts ran until their last heartbeat; the next claim starts a new one
+        if t.old_status == RunStatus.running:
+            runstate.bank_attempt(engine, t.run_id, t.started_at, t.heartbeat_at)
     return [t.run_id for t in taken]
 
 
@@ -445,15 +450,17 @@ def metrics_frame(run_id: int, scope: str = "epoch", names: Sequence[str] | None
 
 
 def eval_results_frame(run_ids: Sequence[int]) -> pd.DataFrame:
-    """Columns run_id, target, combiner, attack, accuracy, num_examples, extra (dict)."""
+    """Columns run_id, target, combiner, attack, accuracy, num_examples, ci_low, ci_high (95 % Wilson interval),
+    extra (dict)."""
     import pandas as pd
 
     with session() as s:
         rows = s.exec(select(EvalResult).where(col(EvalResult.run_id).in_(list(run_ids)))
                       .order_by(col(EvalResult.run_id), col(EvalResult.id))).all()
     return pd.DataFrame(
-        [(r.run_id, r.target, r.combiner, r.attack, r.accuracy, r.num_examples, r.extra) for r in rows],
-        columns=["run_id", "target", "combiner", "attack", "accuracy", "num_examples", "extra"],
+        [(r.run_id, r.target, r.combiner, r.attack, r.accuracy, r.num_examples, r.ci_low, r.ci_high, r.extra)
+         for r in rows],
+        columns=["run_id", "target", "combiner", "attack", "accuracy", "num_examples", "ci_low", "ci_high", "extra"],
     )
 
 

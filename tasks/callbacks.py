@@ -19,6 +19,7 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from igat.training import Callback
+from tasks.progress import SCOPE_RUN, SCOPE_TRAINING, probe_text, seconds_left, training_phase, write_eta
 from tasks.store import MemberStatRow, Metric, Run, RunStatus, utcnow
 
 METRIC = Metric.__table__
@@ -80,6 +81,7 @@ class DBCallback(Callback):
         flush_seconds: float = 2.0,
         cancel_poll_seconds: float = 0.5,
         progress_share: float = 1.0,
+        eval_seconds: float | None = None,
     ) -> None:
         self.engine = engine
         self.run_id = run_id
@@ -89,9 +91,18 @@ class DBCallback(Callback):
         self.flush_seconds = flush_seconds
         self.cancel_poll_seconds = cancel_poll_seconds
         self.progress_share = progress_share  # the rest of the bar is the final evaluation
+        self.eval_seconds = eval_seconds  # the final evaluation's estimated time (None: none, or unknown here)
         self.steps_per_epoch = 1
         self.epoch = 0
         self.progress = 0.0
+        # Step progress inside an epoch: the trainer polls should_stop once before every batch, while on_step
+        # comes only every train.log_every steps (never, in an epoch shorter than that).
+        self.batches_started = 0  # in the current epoch
+        self.batches_done = 0
+        self.probe = ""  # what the end-of-epoch probe runs (tasks.progress.probe_text)
+        self.phase: str | None = None
+        self._t0 = time.monotonic()
+        self._start_fraction = 0.0
         self.checkpoint_path: str | None = None
         self._metrics: list[dict[str, Any]] = []
         self._stats: list[dict[str, Any]] = []
@@ -106,18 +117,37 @@ class DBCallback(Callback):
     def on_run_start(self, info: dict[str, Any]) -> None:
         self.steps_per_epoch = max(int(info.get("steps_per_epoch") or 1), 1)
         self.epoch = int(info.get("start_epoch") or 0)
-        self.progress = self.progress_share * self.epoch / self.total_epochs
+        self.probe = probe_text((info.get("config") or {}).get("train") or {})
+        self.batches_started = self.batches_done = 0
+        self._t0, self._start_fraction = time.monotonic(), self.training_fraction()
+        self.progress = self.progress_share * self._start_fraction
+        self.phase = training_phase(self.epoch + 1, self.total_epochs, 0, self.steps_per_epoch, self.probe)
         self.flush()
+
+    def training_fraction(self) -> float:
+        within = min(self.batches_done / self.steps_per_epoch, 1.0)
+        return min((self.epoch + within) / self.total_epochs, 1.0)
+
+    def _advance(self, done_in_epoch: int) -> None:
+        self.batches_done = max(self.batches_done, done_in_epoch)
+        self.progress = self.progress_share * self.training_fraction()
 
     def on_step(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self._metrics.extend(
             {"run_id": self.run_id, "scope": "step", "step": step, "epoch": epoch, "name": n, "value": v}
             for n, v in _numeric(metrics)
         )
-        within = step - (epoch - 1) * self.steps_per_epoch
-        frac = min(max(within / self.steps_per_epoch, 0.0), 1.0)
-        self.progress = self.progress_share * min((epoch - 1 + frac) / self.total_epochs, 1.0)
+        self._advance(step - (epoch - 1) * self.steps_per_epoch)
         if len(self._metrics) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def _batch_starts(self) -> None:
+        """The trainer is about to run the next batch (should_stop is polled once per batch): the one before is done."""
+        self.batches_started += 1
+        self._advance(self.batches_started - 1)
+        self.phase = training_phase(self.epoch + 1, self.total_epochs, self.batches_started, self.steps_per_epoch,
+                                    self.probe)
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], member_stats) -> None:
@@ -131,7 +161,12 @@ class DBCallback(Callback):
             if math.isfinite(float(s.value))
         )
         self.epoch = epoch
-        self.progress = self.progress_share * min(epoch / self.total_epochs, 1.0)
+        self.batches_started = self.batches_done = 0
+        self.progress = self.progress_share * self.training_fraction()
+        last = epoch >= self.total_epochs
+        follows = ", the final evaluation follows" if self.progress_share < 1 else ""
+        self.phase = (f"training done ({epoch} epoch(s)){follows}" if last
+                      else f"training: epoch {epoch}/{self.total_epochs} done")
         self.flush()
 
     def on_checkpoint(self, epoch: int, path: str) -> None:
@@ -142,6 +177,7 @@ class DBCallback(Callback):
         self.flush()
 
     def should_stop(self) -> bool:
+        self._batch_starts()
         now = time.monotonic()
         if self._stop or now - self._last_poll < self.cancel_poll_seconds:
             return self._stop
@@ -162,6 +198,8 @@ class DBCallback(Callback):
         metrics, self._metrics = self._metrics, []
         stats, self._stats = self._stats, []
         values: dict[str, Any] = {"progress": self.progress, "epoch": self.epoch, "heartbeat_at": utcnow()}
+        if self.phase is not None:
+            values["phase"] = self.phase
         if self.checkpoint_path:
             values["checkpoint_path"] = self.checkpoint_path
         with self.engine.begin() as conn:
@@ -173,3 +211,15 @@ class DBCallback(Callback):
         self.rows_written += len(metrics) + len(stats)
         self.flushes += 1
         self._last_flush = time.monotonic()
+        write_eta(self.engine, self.run_id, *self.time_left())
+
+    def time_left(self) -> tuple[float | None, str]:
+        """(seconds, scope) left: the training extrapolated from this attempt's pace, plus the evaluation's
+        estimate when there is one (scope "training" when it follows without one)."""
+        fraction = self.training_fraction()
+        train = seconds_left(time.monotonic() - self._t0, fraction - self._start_fraction, 1.0 - fraction)
+        if self.progress_share >= 1.0:
+            return train, SCOPE_RUN
+        if self.eval_seconds is None:
+            return train, SCOPE_TRAINING
+        return (None if train is None else train + self.eval_seconds), SCOPE_RUN

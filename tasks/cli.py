@@ -512,11 +512,17 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             print(f"  {printable(row['name']):<32} {row['value']:.4f}")
     ev = api.eval_results_frame([run.id])
     if len(ev):
-        print("evaluation:")
+        print("evaluation (accuracy, examples, 95 % Wilson interval):")
         for _, row in ev.iterrows():
+            ci = "" if _missing(row["ci_low"]) else f"  [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
             print(f"  {printable(row['target']):<10} {printable(row['combiner']):<8} {printable(row['attack']):<12} "
-                  f"{row['accuracy']:.4f}")
+                  f"{row['accuracy']:.4f}  n={int(row['num_examples'])}{ci}")
     return 0
+
+
+def _missing(value) -> bool:
+    """None or NaN (a result stored before intervals existed and not backfilled)."""
+    return value is None or value != value
 
 
 @_database_errors

@@ -210,6 +210,7 @@ def _evaluate_into_store(ctx: _Context, ensemble, config, dataset, device, progr
     from igat.evaluation import checkpoint_digest, evaluate_ensemble, evaluation_settings, phase_text, plan_rows
     from igat.protocols import protocol_of
     from igat.training import TrainingCancelled
+    from tasks.progress import SCOPE_RUN, EvalClock, write_eta
 
     ev = config.eval
     if not ev.attacks:
@@ -222,18 +223,37 @@ def _evaluate_into_store(ctx: _Context, ensemble, config, dataset, device, progr
     done = _stored_results(ctx, {p.eval_key for p in plan})
     total, stored = len(plan), [len(done)]
     protocol = protocol_of(config)
+    costs, per_pass = eval_costs(plan, config, torch_device_type(device))
+    clock = EvalClock(costs, set(done), per_pass)
+    current: dict[str, Any] = {"text": "", "examples": 0, "seen": 0, "written": 0.0}
+
+    def report(force: bool = False) -> None:
+        """Phase, cost-weighted progress and time left; at most every flush_seconds inside a row."""
+        if not force and time.monotonic() - current["written"] < ctx.settings.flush_seconds:
+            return
+        current["written"] = time.monotonic()
+        seen = f" ({current['seen']:,} of {current['examples']:,} examples)" if current["seen"] else ""
+        runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, heartbeat_at=utcnow(), phase=current["text"] + seen,
+                            progress=progress_from + (1.0 - progress_from) * clock.fraction())
+        write_eta(ctx.engine, ctx.run_id, clock.seconds_left(), SCOPE_RUN)
 
     def on_start(planned, index: int, count: int) -> None:
-        runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, heartbeat_at=utcnow(),
-                            phase=phase_text(planned, index, count))
+        clock.start(planned.eval_key)
+        current.update(text=phase_text(planned, index, count), examples=planned.num_examples, seen=0)
+        report(force=True)
+
+    def on_batch(n: int) -> None:
+        current["seen"] += n
+        clock.batch(n / max(current["examples"], 1))
+        report()
 
     def progress(row) -> None:
         row.extra.setdefault("protocol", protocol)
         row.extra.setdefault("data_source", dataset.source)
         _insert_result(ctx, row)
         stored[0] += 1
-        runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, heartbeat_at=utcnow(),
-                            progress=progress_from + (1.0 - progress_from) * stored[0] / total)
+        clock.finish(row.eval_key)
+        report(force=True)
         if ctx.cancel_requested():
             raise TrainingCancelled(f"cancelled during evaluation after {stored[0]} of {total} results "
                                     "(they are kept; a retry computes only the rest)")
@@ -241,9 +261,32 @@ def _evaluate_into_store(ctx: _Context, ensemble, config, dataset, device, progr
     rows = evaluate_ensemble(ensemble, x, y, combiners=ev.combiners, attacks=ev.attacks, batch_size=ev.batch_size,
                              per_member=ev.per_member, seed=config.seed, device=device, progress=progress,
                              engine=config.model.engine, settings=settings, done=done, on_start=on_start,
-                             member_attacks=MEMBER_ATTACKS)
+                             on_batch=on_batch, member_attacks=MEMBER_ATTACKS)
     runstate.set_fields(ctx.engine, ctx.run_id, ctx.attempt, phase=None)
     return len(rows)
+
+
+def torch_device_type(device: Any) -> str:
+    return getattr(device, "type", None) or str(device).split(":")[0]
+
+
+def eval_costs(plan: list[Any], config: Any, device_type: str) -> tuple[dict[str, float], float | None]:
+    """Member passes of each planned row (igat.protocols' cost model) and the seconds per pass measured for the
+    device (None where there is no measured figure: the clock then waits for its own first batch)."""
+    from igat.protocols import SECONDS_PER_MEMBER_PASS, estimate_rows, size_scale
+
+    costs = {p.eval_key: estimate_rows([p], config, "cpu").member_passes for p in plan}
+    per_pass = SECONDS_PER_MEMBER_PASS.get(device_type)
+    return costs, None if per_pass is None else per_pass * size_scale(config)
+
+
+def eval_estimate(config: Any, device_type: str) -> float | None:
+    """The final evaluation's estimated seconds on the device (None: no attacks, or no measured figure there)."""
+    from igat.protocols import estimate_seconds
+
+    if not config.eval.attacks:
+        return None
+    return estimate_seconds(config, device_type, MEMBER_ATTACKS).seconds
 
 
 def run_key(run: Any) -> str:
@@ -286,6 +329,7 @@ def _train(ctx: _Context, finetune: bool) -> dict[str, Any]:
                     flush_seconds=s.flush_seconds, cancel_poll_seconds=s.cancel_poll_seconds, progress_share=share)
     out = run_dir(ctx.run_id)
     trainer = _bound_trainer(Trainer, config, cb, out, run_key(run))
+    cb.eval_seconds = eval_estimate(config, torch_device_type(trainer.device)) if has_eval else None
     # Points written after the checkpoint we resume from (or all, when starting over) are dropped:
     # the resumed run writes them again, so the series has neither gaps nor duplicates.
     truncate_after(ctx.engine, ctx.run_id, trainer.start_epoch, trainer.ctx.step)

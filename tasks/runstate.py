@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -109,6 +109,8 @@ class Requeued:
     task_id: str
     old_task_id: str | None
     old_status: str
+    started_at: datetime | None = None  # of the dead attempt (with its last heartbeat: what it ran)
+    heartbeat_at: datetime | None = None
 
 
 def take_for_requeue(engine: Engine, stale_after: float, new_task_id: Callable[[int], str], kinds: tuple[str, ...],
@@ -124,7 +126,8 @@ def take_for_requeue(engine: Engine, stale_after: float, new_task_id: Callable[[
     cutoff = utcnow() - timedelta(seconds=stale_after)
     wanted = or_(_dead(cutoff), RUN.c.status == RunStatus.queued) if include_queued else _dead(cutoff)
     with engine.connect() as conn:
-        candidates = conn.execute(select(RUN.c.id, RUN.c.kind, RUN.c.task_id, RUN.c.status)
+        candidates = conn.execute(select(RUN.c.id, RUN.c.kind, RUN.c.task_id, RUN.c.status, RUN.c.started_at,
+                                         RUN.c.heartbeat_at)
                                   .where(wanted, RUN.c.kind.in_(kinds), RUN.c.cancel_requested == false(),
                                          not_study_phase())
                                   .order_by(RUN.c.id)).all()
@@ -137,7 +140,7 @@ def take_for_requeue(engine: Engine, stale_after: float, new_task_id: Callable[[
                                                  _task_id_is(row.task_id), still)
                                .values(status=RunStatus.queued, task_id=tid)).rowcount == 1
         if hit:
-            taken.append(Requeued(row.id, row.kind, tid, row.task_id, row.status))
+            taken.append(Requeued(row.id, row.kind, tid, row.task_id, row.status, row.started_at, row.heartbeat_at))
     return taken
 
 
@@ -204,6 +207,19 @@ def get_artifact(engine: Engine, run_id: int, name: str) -> Any:
         raw = conn.execute(select(ARTIFACT.c.data_json).where(ARTIFACT.c.run_id == run_id, ARTIFACT.c.name == name)
                            .order_by(ARTIFACT.c.id.desc())).scalar()
     return None if raw is None else json.loads(raw)
+
+
+# Seconds each earlier attempt of a run ran, one entry per attempt that ended in a retry or a worker loss: a run's
+# duration is their sum plus its current attempt (run.started_at is the current attempt's start).
+ATTEMPT_SECONDS = "attempt_seconds"
+
+
+def bank_attempt(engine: Engine, run_id: int, started_at: datetime | None, ended_at: datetime | None) -> None:
+    """Record the time an attempt that is over ran (nothing for one that never started)."""
+    if started_at is None or ended_at is None or ended_at <= started_at:
+        return
+    spent = get_artifact(engine, run_id, ATTEMPT_SECONDS) or []
+    put_artifact(engine, run_id, ATTEMPT_SECONDS, [*spent, round((ended_at - started_at).total_seconds(), 3)])
 
 
 def _json_default(obj: Any) -> Any:

@@ -274,7 +274,7 @@ def test_compare_shows_table1_table2_and_diff_for_known_results(db):
     assert "| iGAT_ADP | **85.00 ± 1.41** | **47.00 ± 1.41** | **80.00 ± 1.41** | **40.00 ± 1.41** |" in t1
     t2 = md[md.index("Table 2"):]
     # +- propagated from Table 1's std; max/natural 79 +- 1.41 vs 80 +- 1.41 overlap: not distinguishable
-    assert "| ADP | +4.94 ± 2.53 | +20.51 ± 5.68 | +1.27 ± 2.55 (n.d.) | +11.11 ± 5.87 |" in t2
+    assert "| iGAT_ADP vs ADP | +4.94 ± 2.53 | +20.51 ± 5.68 | +1.27 ± 2.55 (n.d.) | +11.11 ± 5.87 |" in t2
     diff = at.dataframe[0].value  # the config diff is the page's only dataframe
     assert list(diff["field"]) == ["igat.enabled", "seed"]  # only differing fields; dataset etc. are equal
     assert len(diff.columns) == 1 + 4  # field + the four runs of the two experiments
@@ -472,7 +472,7 @@ def test_launch_form_rejects_a_bad_value_naming_the_field(db):
     before = run_count(db)
     at.number_input(key="launch.dp.alpha").set_value(-1.0)
     at.number_input(key="launch.epochs").set_value(0)
-    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    at.button(key="launch.queue").click().run()
     no_crash(at)
     errors = "\n".join(e.value for e in at.error)
     assert "`defense.params.alpha`: Input should be greater than or equal to 0" in errors
@@ -503,7 +503,7 @@ def test_launch_every_registered_defense_gets_its_parameter_fields(db):
 def test_launch_rejects_bad_seeds(db):
     at = launch_tiny(app("launch"))
     at.text_input(key="launch.seeds").set_value("0, x")
-    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    at.button(key="launch.queue").click().run()
     assert any("`seed`: 'x' is not an integer" in e.value for e in at.error)
 
 
@@ -515,7 +515,7 @@ def test_launch_member_depth_and_width(db):
     before = run_count(db)
     at.number_input(key="launch.depth").set_value(21)
     at.number_input(key="launch.width").set_value(0)
-    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    at.button(key="launch.queue").click().run()
     no_crash(at)
     errors = "\n".join(e.value for e in at.error)
     assert "`model.depth`: must be a CIFAR ResNet depth 6n+2 in 8..110" in errors
@@ -533,7 +533,7 @@ def test_launch_submit_enqueues_one_run_per_seed(db, queue):
     at = launch_tiny(app("launch"))
     at.text_input(key="launch.seeds").set_value("3, 4")
     at.text_input(key="launch.tags").set_value("smoke, ui")
-    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    at.button(key="launch.queue").click().run()
     no_crash(at)
     assert any("Queued experiment" in s.value for s in at.success), [e.value for e in at.error]
     with Session(engine_for(db)) as s:
@@ -620,7 +620,7 @@ def test_launch_igat_fine_tunes_the_picked_base_run(db, queue):
     assert not any(f"#{db['ids']['igat0']} " in o for o in picker.options)  # no checkpoint: not offered
     picker.set_value(base)
     at.text_input(key="launch.seeds").set_value("0, 1")
-    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    at.button(key="launch.queue").click().run()
     no_crash(at)
     assert any("Queued experiment" in s.value for s in at.success), [e.value for e in at.error]
     with Session(engine_for(db)) as s:
@@ -635,7 +635,7 @@ def test_launch_igat_fine_tunes_the_picked_base_run(db, queue):
 
 def test_launch_igat_from_scratch_has_no_parent(db, queue):
     at = launch_igat_tiny(app("launch"))
-    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    at.button(key="launch.queue").click().run()
     no_crash(at)
     with Session(engine_for(db)) as s:
         (run,) = s.exec(select(Run).where(Run.name.startswith("tiny"))).all()
@@ -650,7 +650,7 @@ def test_launch_ablation_variants_all_fine_tune_the_base(db, queue):
     assert any(scratch_note in i.value for i in at.info)  # no base picked yet
     at.selectbox(key="launch.init_run").set_value(base)
     at.checkbox(key="launch.ablation").set_value(True)
-    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    at.button(key="launch.queue").click().run()
     no_crash(at)
     assert not any(scratch_note in i.value for i in at.info)
     with Session(engine_for(db)) as s:
@@ -667,7 +667,7 @@ def test_launch_base_run_member_mismatch_names_init_checkpoint(db):
     before = run_count(db)
     at.number_input(key="launch.members").set_value(3)
     at.selectbox(key="launch.init_run").set_value(db["ids"]["adp0"])
-    at.button(key="FormSubmitter:launch.form-Queue").click().run()
+    at.button(key="launch.queue").click().run()
     no_crash(at)
     errors = "\n".join(e.value for e in at.error)
     assert "`train.init_checkpoint`" in errors and "model.num_members 2 (this form: 3)" in errors
@@ -692,7 +692,7 @@ def test_launch_finetune_link_prefills_igat_and_the_base(db):
     assert at.toggle(key="launch.igat").value is True
     assert at.selectbox(key="launch.init_run").value == base
     assert at.number_input(key="launch.alpha").value == 5.0 and at.number_input(key="launch.beta").value == 10.0
-    assert at.number_input(key="launch.batch_size").value == 512  # igat_defaults' paper batch
+    assert at.number_input(key="launch.batch_size").value == 64  # the base run's batch, not the paper's 512
     assert at.selectbox(key="launch.dataset").value == "synthetic" and at.number_input(key="launch.members").value == 2
     assert any(f"iGAT fine-tuning of run #{base}" in i.value for i in at.info)
     at.radio(key="launch.preset").set_value("reference-code").run()  # reloads the defaults, keeps the base

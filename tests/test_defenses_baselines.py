@@ -116,7 +116,10 @@ def test_config_error_names_the_defense_param():
 
 
 def test_diversity_defenses_need_two_members():
-    cfg = synthetic_config(model={"num_members": 1}, defense={"name": "gal"})
+    with pytest.raises(ValueError, match="model.num_members"):  # refused by the config, before any run
+        synthetic_config(model={"num_members": 1}, defense={"name": "gal"})
+    cfg = synthetic_config(model={"num_members": 2}, defense={"name": "gal"})
+    cfg.model.__dict__["num_members"] = 1  # bypass validation: the defense still refuses on its own
     with pytest.raises(ValueError, match="model.num_members"):
         build_defense(cfg)
 

@@ -42,8 +42,8 @@ def _copy_checkpoint(src: str, dst_dir) -> str:
 
 def test_igat_eval_writes_the_tidy_table(checkpoint, tmp_path, capsys):
     ckpt = _copy_checkpoint(checkpoint, tmp_path / "a")
-    code = main(["eval", ckpt, "--attacks", "pgd,cw,signhunter,autoattack", "--num-examples", "16",
-                 "--device", "cpu", "--config-override", CHEAP_ATTACKS, "--no-progress"])
+    code = main(["eval", ckpt, "--protocol", "config", "--attacks", "pgd,cw,signhunter,autoattack", "--num-examples",
+                 "16", "--device", "cpu", "--config-override", CHEAP_ATTACKS, "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
     assert "signhunter" in out and "autoattack" in out and "wrote" in out
@@ -73,7 +73,8 @@ def test_igat_eval_writes_the_tidy_table(checkpoint, tmp_path, capsys):
 
 def test_defaults_come_from_the_checkpoint_config(checkpoint, tmp_path):
     ckpt = _copy_checkpoint(checkpoint, tmp_path / "b")
-    assert main(["eval", ckpt, "--device", "cpu", "--no-progress", "--combiners", "average", "--no-members"]) == 0
+    assert main(["eval", ckpt, "--protocol", "config", "--device", "cpu", "--no-progress", "--combiners", "average",
+                 "--no-members"]) == 0
     frame = pd.read_csv(tmp_path / "b" / "eval.csv")
     # synthetic_config: eval.attacks = natural + PGD-5 on 64 examples
     assert list(frame["attack"]) == ["natural", "pgd"]

@@ -9,6 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import igat.evaluation as evaluation
 from igat.cli import main
@@ -204,7 +205,7 @@ def test_igat_eval_prints_the_estimate_resumes_after_ctrl_c_and_records_n(checkp
     assert main(args) == 130
     captured = capsys.readouterr()
     assert "protocol: quick; 6 results" in captured.out
-    assert "estimated time on cpu: about" in captured.out and "an estimate" in captured.out
+    assert "estimated time on cpu: " in captured.out and "an estimate" in captured.out
     assert "interrupted; 2 new result(s) stored" in captured.err and "again to resume" in captured.err
 
     counter.fail_at, counter.calls = None, []
@@ -219,3 +220,32 @@ def test_igat_eval_prints_the_estimate_resumes_after_ctrl_c_and_records_n(checkp
         assert (r.ci_low, r.ci_high) == pytest.approx(wilson_of_accuracy(r.accuracy, r.num_examples))
         assert r.ci_low <= r.accuracy <= r.ci_high
     assert "±" in out and "Wilson" in out
+
+
+def test_igat_config_writes_the_paper_protocol_by_default(capsys):
+    assert main(["config", "--defense", "adp"]) == 0
+    cfg = ExperimentConfig.from_dict(yaml.safe_load(capsys.readouterr().out))
+    assert protocol_of(cfg) == "paper" and cfg.eval.num_examples is None
+    assert main(["config", "--defense", "adp", "--protocol", "quick"]) == 0
+    assert protocol_of(ExperimentConfig.from_dict(yaml.safe_load(capsys.readouterr().out))) == "quick"
+
+
+def test_runs_show_prints_each_result_with_n_and_its_interval(tmp_path, monkeypatch, capsys):
+    from tasks.store import EvalResult, Run, session
+
+    monkeypatch.setenv("IGAT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("IGAT_DATABASE_URL", f"sqlite:///{tmp_path / 'igat.db'}")
+    lo, hi = wilson(45, 100)
+    with session() as s:
+        run = Run(name="ev", config_json="{}", status="succeeded", attempts=1)
+        s.add(run)
+        s.commit()
+        s.add(EvalResult(run_id=run.id, combiner="average", attack="pgd", accuracy=0.45, num_examples=100,
+                         ci_low=lo, ci_high=hi, eval_key="k"))
+        s.add(EvalResult(run_id=run.id, combiner="max", attack="pgd", accuracy=0.4, num_examples=50))  # no interval
+        s.commit()
+        run_id = run.id
+    assert main(["runs", "show", str(run_id)]) == 0
+    out = capsys.readouterr().out
+    assert f"0.4500  n=100  [{lo:.4f}, {hi:.4f}]" in out
+    assert "0.4000  n=50\n" in out

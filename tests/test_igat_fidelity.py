@@ -144,3 +144,21 @@ def test_ablation_base_path_warm_starts_dverge_from_a_standard_ensemble(tmp_path
     base = torch.load(tmp_path / "abl" / "base" / "last.pt", weights_only=True)
     assert base["config"]["train"]["init_checkpoint"] == str(tmp_path / "abl" / "pretrain" / "last.pt")
     assert len(result.rows) == 5
+
+
+@pytest.mark.parametrize("defense", ["adp", "gal", "trs", "dverge", "cldl", "soe"])
+def test_pair_defenses_refuse_one_member_when_the_config_is_validated(defense):
+    from igat.config import ConfigError, ExperimentConfig
+
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig.from_dict({"defense": {"name": defense}, "model": {"num_members": 1}})
+    assert info.value.errors == [("model.num_members", f"must be an integer >= 2 for defense {defense!r} "
+                                                       "(its diversity terms compare member pairs), got 1")]
+
+
+def test_dverge_layer_is_checked_against_the_depth_in_the_config():
+    from igat.config import ConfigError, ExperimentConfig
+
+    with pytest.raises(ConfigError, match=r"defense.params.layer: must be in 1..8"):
+        ExperimentConfig.from_dict({"defense": {"name": "dverge", "params": {"layer": 12}}, "model": {"depth": 8}})
+    assert ExperimentConfig.from_dict({"defense": {"name": "dverge", "params": {"layer": 12}}}).model.depth == 20

@@ -1,7 +1,9 @@
 """Launch: build an experiment config in a form, validate it field by field, and queue it.
 
-The method row (defense, iGAT, preset) sits outside the form because changing it swaps the
-defaults and the defense-parameter fields; everything else is one ``st.form`` = one submission.
+The method row (defense, iGAT, preset) sits above the form because changing it swaps the
+defaults and the defense-parameter fields. The form is live widgets, not an ``st.form`` (which
+holds edits in the browser until submitted): the YAML download, the cost estimate and the checks
+always describe what the fields show. A long run is queued only after confirming its estimate.
 All widget values live in session_state under ``launch.<key>`` and are (re)loaded from a base
 config dict by ``load_into_form`` — from defaults, a cloned run (``?clone=<run_id>``) or YAML.
 """
@@ -16,10 +18,13 @@ import streamlit as st
 from app import data as D
 from app import launch_form as F
 from app.common import PAGE_LIVE, PAGE_RUNS, get_engine, query_int, run_page, short_error
+from app.configdiff import config_diff
 from igat.config import ConfigError, ExperimentConfig
 
 K = "launch."  # session_state prefix
 DEFAULT_DEFENSE = "adp"
+YAML_OPEN = "yaml_open"  # the YAML expander's state key
+WHOLE = "%g"  # display of the float-typed whole-number widgets (F.WHOLE_KEYS): 2, not 2.00
 
 
 def key(name: str) -> str:
@@ -51,6 +56,10 @@ def current_values() -> dict[str, Any]:
             k = key(F.DEFENSE_PARAM_PREFIX + f.name)
             if k in st.session_state:
                 values[F.DEFENSE_PARAM_PREFIX + f.name] = st.session_state[k]
+    names = [F.ADVANCED_PREFIX + path for _, path, _ in F.advanced_fields()]
+    for attack in values.get("attacks") or []:
+        names += [f"{F.ATTACK_PREFIX}{attack}.{f.name}" for f in F.attack_param_fields(attack)]
+    values.update({name: st.session_state[key(name)] for name in names if key(name) in st.session_state})
     return values
 
 
@@ -118,22 +127,36 @@ def protocol_row() -> None:
              help="paper: natural, PGD-20, SignHunter and AutoAttack on the full test set, CW on 1,000 (the paper's "
                   "Section 6.1); quick: the same attacks on 1,000 (natural, PGD) / 500 (CW, SH, AA) examples; "
                   "custom: the attacks and examples set below")
-    if F.protocol_name(current_config()) != st.session_state[key(F.PROTOCOL_KEY)]:
-        st.caption("The evaluation fields below were edited: this run uses them as they are (custom).")
+    chosen = st.session_state[key(F.PROTOCOL_KEY)]
+    if chosen != "custom" and F.protocol_name(current_config()) != chosen:
+        st.caption(f"The evaluation fields below differ from the {chosen} protocol: the run uses them as they are.")
     st.caption(F.estimate_text(current_config()))
 
 
 def on_import() -> None:
     upload = st.session_state.get(key("yaml_file"))
     text = upload.getvalue().decode("utf-8", errors="replace") if upload is not None else st.session_state.get(key("yaml_text"), "")
+    st.session_state[key(YAML_OPEN)] = True  # keep the pasted text in view, whatever the outcome
     try:
-        cfg = ExperimentConfig.from_text(text)
+        cfg = F.import_config(text)
     except ConfigError as exc:
-        st.session_state[key("errors")] = exc.errors
-        st.session_state[key("flash")] = ("error", "The imported YAML is not a valid config; nothing was changed.")
+        # Import problems are the YAML's, shown in its box: the form's own errors say what blocks queueing.
+        st.session_state[key("import_errors")] = exc.errors
         return
-    load_into_form(cfg.to_dict())
-    st.session_state[key("flash")] = ("success", f"Loaded config {cfg.name!r} from YAML.")
+    load_into_form(cfg)
+    st.session_state[key("import_errors")] = []
+    st.session_state[key("flash")] = ("success", f"Loaded config {cfg['name']!r} from YAML (fields it does not give: "
+                                                 f"the recipe the form uses for {cfg['defense']['name']}).")
+
+
+def fingerprint(configs: list[ExperimentConfig]) -> str:
+    return "\n".join(c.to_json() for c in configs)
+
+
+def on_confirm() -> None:
+    """"Queue anyway" on a long run: confirm exactly the configs that were asked about, then queue."""
+    st.session_state[key("confirmed")] = st.session_state.pop(key("confirm"), (None, ""))[0]
+    on_submit()
 
 
 def on_submit() -> None:
@@ -141,7 +164,15 @@ def on_submit() -> None:
     configs, errors = F.validate(st.session_state[key("base")], values)
     st.session_state[key("errors")] = errors
     st.session_state[key("base")] = F.build_config(st.session_state[key("base")], values)
+    st.session_state.pop(key("confirm"), None)
     if errors:
+        return
+    confirmed = st.session_state.pop(key("confirmed"), None)
+    cost = F.long_run(configs[0])
+    if cost is not None and confirmed != fingerprint(configs):
+        # Nothing is queued yet: the page asks, showing the estimate (a change of the form asks again).
+        runs = f" That is per run: {len(configs)} runs are queued, one per seed." if len(configs) > 1 else ""
+        st.session_state[key("confirm")] = (fingerprint(configs), cost.text() + runs)
         return
     ablation = bool(st.session_state.get(key("ablation")))
     if ablation and not configs[0].igat.enabled:
@@ -188,23 +219,60 @@ def defense_param_widgets(defense: str) -> None:
         return
     cols = st.columns(3)
     for i, f in enumerate(fields):
-        name = F.DEFENSE_PARAM_PREFIX + f.name
-        k = key(name)
-        if k not in st.session_state:
-            st.session_state[k] = F.param_to_widget(f, f.default)
         with cols[i % 3]:
-            label, helptext = f.name, F.field_help(f)
-            if f.kind == "bool":
-                st.checkbox(label, key=k, help=helptext)
-            elif f.kind == "int":
-                st.number_input(label, key=k, step=1, help=helptext)
-            elif f.kind == "float":
-                st.number_input(label, key=k, step=0.001, format="%.6g", help=helptext)
-            elif f.kind == "choice":
-                st.selectbox(label, f.options, key=k, help=helptext)
-            else:
-                st.text_input(label, key=k, help=helptext)
-            field_errors(name)
+            param_widget(f, F.DEFENSE_PARAM_PREFIX + f.name, F.param_label(defense, f.name))
+
+
+def param_widget(f: F.ParamField, name: str, label: str) -> None:
+    """One typed widget for a parameter or config field (form key ``name``), with its errors under it."""
+    k = key(name)
+    if k not in st.session_state:
+        st.session_state[k] = F.param_to_widget(f, f.default)
+    helptext = F.field_help(f)
+    if f.kind == "bool":
+        st.checkbox(label, key=k, help=helptext)
+    elif f.kind == "int":
+        st.number_input(label, key=k, step=1, help=helptext)
+    elif f.kind == "float":
+        st.number_input(label, key=k, step=0.001, format="%.6g", help=helptext)
+    elif f.kind == "choice":
+        st.selectbox(label, f.options, key=k, help=helptext)
+    else:
+        st.text_input(label, key=k, help=helptext)
+    field_errors(name)
+
+
+ATTACKS_TAB = "Evaluation attacks"
+
+
+def advanced_section() -> None:
+    """Every config field the form does not show above, by section, and the parameters of the selected
+    evaluation attacks: nothing of a config needs YAML to be edited."""
+    fields = F.advanced_fields()
+    titles = [*dict.fromkeys(title for title, _, _ in fields), ATTACKS_TAB]
+    with st.expander("Advanced: every other config field", key=key("advanced_open"), on_change="rerun"):
+        for tab, title in zip(st.tabs(titles), titles, strict=True):
+            with tab:
+                if title == ATTACKS_TAB:
+                    attack_param_widgets()
+                    continue
+                cols = st.columns(3)
+                for i, (_, path, f) in enumerate(x for x in fields if x[0] == title):
+                    with cols[i % 3]:
+                        param_widget(f, F.ADVANCED_PREFIX + path, path)
+
+
+def attack_param_widgets() -> None:
+    attacks = st.session_state.get(key("attacks")) or []
+    if not attacks:
+        st.caption("No evaluation attack is selected.")
+    for attack in attacks:
+        fields = F.attack_param_fields(attack)
+        st.markdown(f"**{attack}**" + ("" if fields else " has no parameters."))
+        cols = st.columns(3)
+        for i, f in enumerate(fields):
+            with cols[i % 3]:
+                param_widget(f, f"{F.ATTACK_PREFIX}{attack}.{f.name}", f"{attack}.{f.name}")
 
 
 def method_row(defenses: list[str]) -> None:
@@ -222,16 +290,24 @@ def method_row(defenses: list[str]) -> None:
 
 
 def yaml_box() -> None:
-    with st.expander("YAML import / export"):
+    # A keyed, state-tracking expander keeps its open state when messages above it come and go (an import
+    # error, a flash): an unkeyed one is a new element then and collapses, hiding the pasted text.
+    with st.expander("YAML import / export", key=key(YAML_OPEN), on_change="rerun"):
         try:
             text = ExperimentConfig.from_dict(current_config()).to_yaml()
         except ConfigError:
             text = None
         if text is not None:
+            # on_click="ignore": downloading needs no rerun (which would redraw the page around the box).
             st.download_button("Download this config (YAML)", text, file_name="experiment.yaml", mime="application/x-yaml",
-                               key=key("download"), icon=":material/download:")
+                               key=key("download"), icon=":material/download:", on_click="ignore",
+                               help="the form as it is now, edits included")
         else:
             st.caption("Fix the errors below to export the config.")
+        problems = st.session_state.get(key("import_errors"), [])
+        if problems:
+            lines = "\n".join(f"- `{field}`: {msg}" for field, msg in problems)
+            st.error(f"The YAML was not loaded; the form is unchanged:\n{lines}")
         st.file_uploader("Import a config file", type=["yaml", "yml", "json"], key=key("yaml_file"))
         st.text_area("…or paste YAML / JSON", key=key("yaml_text"), height=160,
                      placeholder="name: my-experiment\ndefense: {name: adp}\n...")
@@ -248,6 +324,8 @@ def base_run_widget(bases: dict[int, F.BaseRun]) -> None:
                  format_func=lambda i: bases[i].label() if i in bases else "train from scratch",
                  help="the paper trains the base defense first, then fine-tunes it with iGAT: pick a succeeded run "
                       "with the same defense, members and dataset (its checkpoint becomes train.init_checkpoint)")
+    if st.session_state[k] in bases:
+        finetune_changes(bases[st.session_state[k]])
     loaded = F.get_path(st.session_state[key("base")], F.INIT_CHECKPOINT)
     if loaded and st.session_state[k] == F.SCRATCH:
         st.caption(f"The loaded config's `train.init_checkpoint` (`{loaded}`) is not a succeeded run in the store; "
@@ -255,12 +333,27 @@ def base_run_widget(bases: dict[int, F.BaseRun]) -> None:
     field_errors(F.BASE_KEY)
 
 
+def finetune_changes(base: F.BaseRun) -> None:
+    """What fine-tuning ``base`` with this form changes from the base run's config: the budget, then every field."""
+    base_cfg = D.run_config(get_engine(), base.id)
+    if base_cfg is None:
+        return
+    now = current_config()
+    st.caption(F.scale_note(base_cfg, now))
+    diff = config_diff({f"base run #{base.id}": base_cfg, "this fine-tuning": now},
+                       ignore=("name", "output_dir", F.INIT_CHECKPOINT))
+    with st.expander(f"What this fine-tuning changes from base run #{base.id} ({len(diff)} fields)", expanded=True):
+        st.dataframe(diff, hide_index=True, width="stretch", key=key("finetune_diff"))
+
+
 def the_form() -> None:
     igat_on = bool(st.session_state[key("igat")])
     bases = base_runs() if igat_on else {}
     combiners = F.combiner_names()
     attacks = F.attack_names()
-    with st.form("launch.form", border=True):
+    # Not an st.form: a form holds its edits in the browser until submitted, so the YAML download, the cost
+    # estimate and the warnings above would describe the config before the edits.
+    with st.container(border=True):
         st.markdown("**Experiment**")
         c = st.columns(3)
         with c[0]:
@@ -278,18 +371,19 @@ def the_form() -> None:
             st.selectbox("Dataset", F.DATASETS, key=key("dataset"))
             field_errors("dataset")
         with c[1]:
-            st.number_input("Members (N)", key=key("members"), step=1, help="number of ResNet members, 1..64")
+            st.number_input("Members (N)", key=key("members"), step=1.0, format=WHOLE,
+                            help=F.members_help(st.session_state[key("defense")]))
             field_errors("members")
         with c[2]:
-            st.number_input("Member depth", key=key("depth"), step=6,
+            st.number_input("Member depth", key=key("depth"), step=6.0, format=WHOLE,
                             help="CIFAR ResNet depth 6n+2: 8, 14, 20 (the paper's ResNet-20), 32 ... 110")
             field_errors("depth")
         with c[3]:
-            st.number_input("Member width", key=key("width"), step=1,
+            st.number_input("Member width", key=key("width"), step=1.0, format=WHOLE,
                             help="channel multiplier 1..8 (1 = 16/32/64 channels, the paper's)")
             field_errors("width")
         with c[4]:
-            st.number_input("Evaluation examples", key=key("num_examples"), step=100,
+            st.number_input("Evaluation examples", key=key("num_examples"), step=100.0, format=WHOLE,
                             help="equidistant test examples for the final evaluation (0 = all)")
             field_errors("num_examples")
 
@@ -297,12 +391,13 @@ def the_form() -> None:
             st.markdown("**iGAT**")
             c = st.columns(4)
             with c[0]:
-                st.number_input("alpha", key=key("alpha"), step=0.25, format="%.4g",
-                                help="weight of the distributed adversarial CE (allowed 0..1000)")
+                st.number_input(F.IGAT_LABELS["alpha"], key=key("alpha"), step=0.25, format="%.4g",
+                                help="iGAT's weight of the CE on the adversarial examples it distributes to members "
+                                     "(allowed 0..1000)")
                 field_errors("alpha")
             with c[1]:
-                st.number_input("beta", key=key("beta"), step=0.25, format="%.4g",
-                                help="weight of the L_R regulariser (allowed 0..1000)")
+                st.number_input(F.IGAT_LABELS["beta"], key=key("beta"), step=0.25, format="%.4g",
+                                help="iGAT's weight of the L_R regulariser (allowed 0..1000)")
                 field_errors("beta")
             with c[2]:
                 st.selectbox("Distributing rule", F.RULES, key=key("rule"),
@@ -316,13 +411,14 @@ def the_form() -> None:
         st.markdown("**Training budget**")
         c = st.columns(4)
         with c[0]:
-            st.number_input("Epochs", key=key("epochs"), step=1)
+            st.number_input("Epochs", key=key("epochs"), step=1.0, format=WHOLE)
             field_errors("epochs")
         with c[1]:
-            st.number_input("Batch size", key=key("batch_size"), step=1)
+            st.number_input("Batch size", key=key("batch_size"), step=1.0, format=WHOLE)
             field_errors("batch_size")
         with c[2]:
-            st.number_input("Steps per epoch", key=key("steps_per_epoch"), step=1, help="0 = a full pass over the data")
+            st.number_input("Steps per epoch", key=key("steps_per_epoch"), step=1.0, format=WHOLE,
+                            help="0 = a full pass over the data")
             field_errors("steps_per_epoch")
         with c[3]:
             st.number_input("Learning rate", key=key("lr"), step=0.001, format="%.6g")
@@ -335,11 +431,12 @@ def the_form() -> None:
             field_errors("combiners")
         with c[1]:
             st.multiselect("Attacks", attacks, key=key("attacks"),
-                           help="attack parameters keep the values of the loaded config; edit them through YAML")
+                           help="their parameters: Advanced › Evaluation attacks below")
             field_errors("attacks")
 
         st.markdown(f"**Defense parameters** (`{st.session_state[key('defense')]}`)")
         defense_param_widgets(st.session_state[key("defense")])
+        advanced_section()
 
         st.checkbox("Queue as the Table 3 ablation (soft / hard / random / opposite / beta = 0)", key=key("ablation"),
                     help="needs iGAT; one run per variant and seed, grouped in one ablation experiment; "
@@ -348,7 +445,24 @@ def the_form() -> None:
             st.info("No base run is picked under *Fine-tune from*: each ablation variant will be trained from scratch, "
                     "which is not the paper's Table 3 procedure (all variants fine-tune one base checkpoint).",
                     icon=":material/info:")
-        st.form_submit_button("Queue", type="primary", on_click=safe_callback(on_submit), icon=":material/play_arrow:")
+        st.caption(F.cost_text(current_config()))
+        confirm_note()
+        st.button("Queue", key=key("queue"), type="primary", on_click=safe_callback(on_submit), icon=":material/play_arrow:")
+
+
+def confirm_note() -> None:
+    """The question a long run gets before it is queued (asked by on_submit), while the form still holds that run."""
+    pending = st.session_state.get(key("confirm"))
+    if not pending:
+        return
+    configs, errors = F.validate(st.session_state[key("base")], current_values())
+    if errors or fingerprint(configs) != pending[0]:  # edited since: the next Queue asks about the new config
+        st.session_state.pop(key("confirm"), None)
+        return
+    st.warning(f"This is a long run. {pending[1]} Queue it anyway?", icon=":material/schedule:")
+    c = st.columns([1, 1, 4])
+    c[0].button("Queue anyway", key=key("confirm_yes"), type="primary", on_click=safe_callback(on_confirm))
+    c[1].button("Not now", key=key("confirm_no"), on_click=lambda: st.session_state.pop(key("confirm"), None))
 
 
 def errors_summary() -> None:
@@ -381,8 +495,9 @@ def body() -> None:
             run = D.get_run(get_engine(), clone) or {}
             load_into_form(F.finetune_config(cfg, run.get("checkpoint_path") or None))
             if st.session_state[key(F.BASE_KEY)] == clone:
-                st.session_state[key("flash")] = ("info", f"iGAT fine-tuning of run #{clone} with the paper's defaults "
-                                                          "for its defense; change what you need and queue.")
+                st.session_state[key("flash")] = ("info", f"iGAT fine-tuning of run #{clone} with the paper's iGAT "
+                                                          "defaults for its defense, at the base run's budget; the "
+                                                          "changes from the base are listed under Fine-tune from.")
             else:
                 st.session_state[key("flash")] = ("warning", f"Run #{clone} is not a succeeded run with a checkpoint; "
                                                              "the form is pre-filled but iGAT would train from scratch.")

@@ -17,7 +17,7 @@ from app.common import (
     PAGE_MEMBERS,
     REFRESH_SECONDS,
     empty_state,
-    fmt_duration,
+    eta_text,
     get_engine,
     guarded,
     query_int,
@@ -61,8 +61,9 @@ def live_fragment(run_id: int, was_final: bool, smoothing: float) -> None:
     if final != was_final:  # the run ended (or was retried): redefine the fragment without run_every
         st.rerun()
     status = run["status"]
-    eta = fmt_duration(run["eta_s"])
-    text = (f"{status} · epoch {run['epoch']}/{run['total_epochs']}" + (f" · {run['phase']}" if run["phase"] else "")
+    eta = eta_text(run["eta_s"], run["eta_scope"])
+    phase = run["phase"] if status == "running" else ""  # a finished run's last phase is history
+    text = (f"{status} · epoch {run['epoch']}/{run['total_epochs']}" + (f" · {phase}" if phase else "")
             + (f" · ETA {eta}" if eta else "") + (f" · worker {run['worker']}" if run["worker"] else ""))
     st.progress(min(max(float(run["progress"]), 0.0), 1.0), text=text)
     if status == "failed" and run["error"]:
@@ -78,7 +79,9 @@ def live_fragment(run_id: int, was_final: bool, smoothing: float) -> None:
     metrics = metrics_for(run_id)
     headline(metrics)
     if metrics.empty:
-        st.caption("No metrics recorded yet.")
+        # The bar above moves with every batch; the curves need points, which come less often.
+        st.caption("No metrics recorded yet: the loss curves get a point every `train.log_every` steps and the "
+                   "accuracies one at the end of each epoch; the bar above shows the step the training is at.")
         return
     rev = f"live-{run_id}"
     left, right = st.columns(2)

@@ -53,10 +53,18 @@ def body() -> None:
         with right:
             st.plotly_chart(charts.class_heatmap(stats, epoch, rev), key=f"members.class.{run_id}", width="stretch")
         with st.expander(f"Statistics at epoch {epoch} (table)"):
+            # Two tables: a statistic is either per member or of the whole ensemble, and one grid of both left
+            # every other cell empty (shown as "None").
             at_epoch = stats[stats["epoch"] == epoch]
-            grid = at_epoch.pivot_table(index="statistic", columns="member", values="value", aggfunc="first")
-            grid.columns = ["ensemble" if c == -1 else f"member {c}" for c in grid.columns]
-            st.dataframe(grid, width="stretch", key=f"members.table.{run_id}")
+            per_member = at_epoch[at_epoch["member"] >= 0]
+            if not per_member.empty:
+                grid = per_member.pivot_table(index="statistic", columns="member", values="value", aggfunc="first")
+                grid.columns = [f"member {c}" for c in grid.columns]
+                st.dataframe(grid, width="stretch", key=f"members.table.{run_id}")
+            whole = at_epoch[at_epoch["member"] < 0]
+            if not whole.empty:
+                st.dataframe(whole[["statistic", "value"]].rename(columns={"value": "ensemble"}), hide_index=True,
+                             width="stretch", key=f"members.ensemble_table.{run_id}")
 
     st.subheader("Per-member robustness (final evaluation)")
     members = D.load_eval(engine, [run_id], target=None)

@@ -15,6 +15,7 @@ from app.common import (
     PAGE_STUDIES,
     REFRESH_SECONDS,
     empty_state,
+    eta_text,
     fmt_duration,
     fmt_time,
     get_engine,
@@ -34,6 +35,11 @@ def status_badges(df: pd.DataFrame) -> str:
     return " ".join(parts) or "no runs match the filters"
 
 
+def status_label(status: str, cancel_requested: bool) -> str:
+    """"running (cancelling)" while a requested cancel is pending; a final status is just itself."""
+    return status + (" (cancelling)" if cancel_requested and status not in D.FINAL else "")
+
+
 def table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "id": df["id"],
@@ -42,10 +48,10 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
         "dataset": df["dataset"],
         "seed": df["seed"],
         "variant": df["variant"],
-        "status": df["status"] + df["cancel_requested"].map(lambda c: " (cancelling)" if c else ""),
+        "status": [status_label(s, bool(c)) for s, c in zip(df["status"], df["cancel_requested"], strict=True)],
         "progress": df["progress"],
         "epoch": df["epoch"].astype(str) + "/" + df["total_epochs"].astype(str),
-        "ETA": df["eta_s"].map(fmt_duration),
+        "ETA": [eta_text(e, sc) for e, sc in zip(df["eta_s"], df["eta_scope"], strict=True)],
         "duration": df["duration_s"].map(fmt_duration),
         "worker": df["worker"],
         "experiment": df["experiment"],
@@ -70,11 +76,20 @@ def _cancel(run_id: int) -> None:
         st.session_state["runs.flash"] = ("error", f"Could not cancel run #{run_id}: {short_error(exc)}")
 
 
-def _retry(run_id: int) -> None:
+def retry_note(row: dict) -> str:
+    """What a retry of this run will do: resume a checkpoint, redo an evaluation, or start (it never ran)."""
+    if row.get("checkpoint_path"):
+        return f"it resumes from its last checkpoint (epoch {row['epoch']})"
+    if row.get("started_at") is None or pd.isna(row.get("started_at")):
+        return "it never started, so it starts from the beginning"
+    return "it had no checkpoint yet, so it starts from the beginning"
+
+
+def _retry(run_id: int, note: str) -> None:
     try:
         new_id = int(_api().retry_run(run_id))
         again = "" if new_id == run_id else f" as run #{new_id}"
-        st.session_state["runs.flash"] = ("success", f"Run #{run_id} re-queued{again}; it resumes from its last checkpoint.")
+        st.session_state["runs.flash"] = ("success", f"Run #{run_id} re-queued{again}; {note}.")
         st.session_state["runs.pending_select"] = new_id  # applied before the selectbox is created
     except Exception as exc:  # noqa: BLE001
         st.session_state["runs.flash"] = ("error", f"Could not retry run #{run_id}: {short_error(exc)}")
@@ -87,7 +102,7 @@ def details(row: dict) -> None:
                 f"· {row['method']} · {row['dataset']} · seed {row['seed']}"
                 + (f" · variant `{row['variant']}`" if row["variant"] else ""))
     if status == "running":
-        eta = fmt_duration(row["eta_s"])
+        eta = eta_text(row["eta_s"], row["eta_scope"])
         where = row["phase"] or f"epoch {row['epoch']}/{row['total_epochs']}"
         st.progress(min(max(float(row["progress"]), 0.0), 1.0), text=where + (f", ETA {eta}" if eta else ""))
     elif status == "failed" and row["error"]:
@@ -112,8 +127,8 @@ def details(row: dict) -> None:
                    help="queued: removed from the queue; running: stops after the current batch",
                    on_click=_cancel, args=(run_id,))
     cols[1].button("Retry", key=f"runs.retry.{run_id}", disabled=status not in ("failed", "cancelled"),
-                   icon=":material/replay:", help="queue the same config again (resumes from its checkpoint when there is one)",
-                   on_click=_retry, args=(run_id,))
+                   icon=":material/replay:", help=f"queue the same config again: {retry_note(row)}",
+                   on_click=_retry, args=(run_id, retry_note(row)))
     cols[2].page_link(PAGE_LAUNCH, label="Clone", icon=":material/content_copy:", query_params={"clone": str(run_id)})
     cols[3].page_link(PAGE_LIVE, label="Live", icon=":material/monitoring:", query_params={"run": str(run_id)})
     cols[4].page_link(PAGE_MEMBERS, label="Members", icon=":material/groups:", query_params={"run": str(run_id)})

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--defense", default="pgd_at", help="defense name (its recommended settings are applied)")
     d.add_argument("--igat", action="store_true", help="enable iGAT with the paper's defaults for that defense")
     d.add_argument("--preset", choices=["paper", "reference-code"], default="paper")
+    d.add_argument("--protocol", choices=["paper", "quick", "default"], default="paper",
+                   help="evaluation protocol written into eval (igat.protocols): paper (default; full test set, CW on "
+                        "1,000), quick (1,000 / 500 examples) or default (natural + PGD-20 on 1,000)")
     d.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     d.set_defaults(func=run_config)
 
@@ -73,12 +76,14 @@ def run_train(args: argparse.Namespace) -> int:
         if k.startswith("test_") and "member_" not in k:
             print(f"  {k:28s} {v:.4f}")
     if args.eval:
+        from igat.cli.evaluate import announce
         from igat.evaluation import evaluate_checkpoint
 
-        rows = evaluate_checkpoint(result.checkpoint, device=str(trainer.device))
+        rows = evaluate_checkpoint(result.checkpoint, device=str(trainer.device), on_prepared=announce)
         for r in rows:
             if r.target == "ensemble":
-                print(f"  eval {r.combiner:8s} {r.attack:12s} {r.accuracy:.4f}")
+                print(f"  eval {r.combiner:8s} {r.attack:12s} {r.accuracy:.4f}  n={r.num_examples} "
+                      f"[{r.ci_low:.4f}, {r.ci_high:.4f}]")
     return 0
 
 
@@ -103,6 +108,10 @@ def run_config(args: argparse.Namespace) -> int:
         from igat.presets import apply_preset
 
         cfg = apply_preset(cfg, args.preset)
+    if args.protocol != "default":
+        from igat.protocols import apply_protocol
+
+        cfg = apply_protocol(cfg, args.protocol)
     out = cfg.to_dict()
     sys.stdout.write(json.dumps(out, indent=2) + "\n" if args.json else yaml.safe_dump(out, sort_keys=False))
     return 0

@@ -74,6 +74,7 @@ class ADPParams(AdversarialParams):
 class ADP(Defense):
     name = "adp"
     Params = ADPParams
+    min_members = 2
     adversarial_training_off = {"plus_adv": False}
     description = ("ADP: members' CE minus ensemble entropy and log-det diversity of non-true-class predictions, "
                    "optionally with PGD training on the averaged ensemble.")

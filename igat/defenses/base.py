@@ -63,6 +63,18 @@ class Defense:
     # ``train.init_checkpoint``): DVERGE's reference trainer begins from a standard-trained ensemble (spec
     # §2.4). ``igat study`` and ``igat ablate`` (when they train the base) pre-train it first.
     warm_start_from: ClassVar[str | None] = None
+    # Diversity terms compare members pairwise: such defenses need at least two.
+    min_members: ClassVar[int] = 1
+
+    @classmethod
+    def config_problems(cls, config: ExperimentConfig) -> list[tuple[str, str]]:
+        """(field, message) pairs for settings this defense cannot run with, found when the config is
+        validated, so the form, a YAML import and the CLI refuse them before anything is queued."""
+        n = config.model.num_members
+        if n < cls.min_members:
+            return [("model.num_members", f"must be an integer >= {cls.min_members} for defense {cls.name!r} "
+                                          f"(its diversity terms compare member pairs), got {n}")]
+        return []
 
     def __init__(self, params: DefenseParams, config: ExperimentConfig) -> None:
         self.params = params

@@ -112,6 +112,7 @@ class CLDLParams(AdversarialParams):
 class CLDL(Defense):
     name = "cldl"
     Params = CLDLParams
+    min_members = 2
     adversarial_training_off = {"plus_adv": False}
     description = ("CLDL: members fit label-confusion soft labels (KL) with JSD diversity of their confusion vectors "
                    "and a gradient-coherence penalty (+ PGD on the averaged ensemble).")

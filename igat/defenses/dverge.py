@@ -106,8 +106,21 @@ class DVERGEParams(DefenseParams):
 class DVERGE(Defense):
     name = "dverge"
     Params = DVERGEParams
+    min_members = 2
     adversarial_training_off = {"plus_adv": False}
     warm_start_from = "standard"
+
+    @classmethod
+    def config_problems(cls, config) -> list[tuple[str, str]]:
+        problems = super().config_problems(config)
+        layer = config.defense.params.get("layer")
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            try:
+                check_layer(layer, config.model.depth)
+            except ValueError as exc:
+                problems.append(("defense.params.layer", str(exc).split(": ", 1)[-1].removeprefix(
+                    "defense.params.layer ")))
+        return problems
     description = ("DVERGE: each member learns to classify the other members' feature-distilled images with the "
                    "source label; sequential per-member updates (optionally + per-member PGD).")
     recommended = {

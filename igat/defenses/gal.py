@@ -44,6 +44,7 @@ class GALParams(AdversarialParams):
 class GAL(Defense):
     name = "gal"
     Params = GALParams
+    min_members = 2
     adversarial_training_off = {"plus_adv": False}
     description = "GAL: members' CE plus a log-sum-exp penalty on pairwise cosines of their input gradients (+ PGD)."
     recommended = {

@@ -72,6 +72,7 @@ class SoEParams(AdversarialParams):
 class SoE(Defense):
     name = "soe"
     Params = SoEParams
+    min_members = 2
     adversarial_training_off = {"plus_adv": False}
     description = ("SoE: experts with confidence heads trained with detector-weighted CE and a BCE calibration term; "
                    "predicts with the most confident expert (combiner 'soe').")

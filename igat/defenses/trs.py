@@ -79,6 +79,7 @@ class TRSParams(DefenseParams):
 class TRS(Defense):
     name = "trs"
     Params = TRSParams
+    min_members = 2
     description = "TRS: members' CE plus |cos| of input gradients and their squared norm on PGD-maximised inputs."
     recommended = {
         "optim": {**REFERENCE_ADAM, "milestones": [40, 80]},

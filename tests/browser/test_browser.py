@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -117,6 +119,9 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
+            # Every asset (favicon included) must come from the dashboard itself: it runs without the internet.
+            elsewhere: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else elsewhere.append(r.url))
 
             # Empty Runs page: says what to do and links to Launch.
             page.goto(base + "/")
@@ -133,10 +138,18 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
             settle(page)
             page.get_by_role("button", name="Load into the form").click()
             settle(page)
-            expect(page.get_by_text("Loaded config 'browser-smoke' from YAML.")).to_be_visible()
-            page.get_by_role("spinbutton", name="Members (N)", exact=True).fill("2")
-            page.get_by_role("spinbutton", name="Epochs", exact=True).fill("1")
-            page.get_by_role("spinbutton", name="Steps per epoch", exact=True).fill("3")
+            expect(page.get_by_text("Loaded config 'browser-smoke' from YAML")).to_be_visible()
+            for label, value in (("Members (N)", "2"), ("Epochs", "1"), ("Steps per epoch", "3")):
+                field = page.get_by_role("spinbutton", name=label, exact=True)
+                field.fill(value)
+                field.press("Tab")  # commit the edit: the page reruns with it
+                settle(page)
+            # The YAML download is the form as it is now, edits included (nothing was queued or saved yet).
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download this config (YAML)").click()
+            exported = yaml.safe_load(Path(download.value.path()).read_text())
+            assert exported["model"]["num_members"] == 2 and exported["train"]["epochs"] == 1
+            assert exported["train"]["steps_per_epoch"] == 3 and exported["name"] == "browser-smoke"
             shot(page, "launch", out)
             page.get_by_role("button", name="Queue", exact=True).click()
             settle(page)
@@ -164,6 +177,16 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
             expect(page.get_by_text(re.compile("Table 1: accuracy"))).to_be_visible()
             assert page.locator(".js-plotly-plot .bars path").count() >= 2  # natural and PGD bars (average + max)
             shot(page, "compare", out)
+            # The exported PNG has the page's colours, not black bars.
+            page.get_by_role("button", name="Render PNG").click()
+            settle(page)
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download PNG").click()
+            png = Image.open(Path(download.value.path())).convert("RGB")
+            colours = png.getcolors(maxcolors=1 << 20)
+            assert len(colours) > 1, "the PNG is all one colour"
+            blue = sum(n for n, (r, g, b) in colours if abs(r - 0x00) <= 8 and abs(g - 0x68) <= 8 and abs(b - 0xC9) <= 8)
+            assert blue > png.width * png.height // 200, "no bar in the page's first colour (#0068c9)"
 
             # Members: per-member robustness of the final evaluation.
             page.goto(base + f"/members?run={run_id}")
@@ -171,5 +194,6 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
             expect(page.get_by_role("heading", name="Per-member robustness (final evaluation)")).to_be_visible()
             expect(page.locator(".js-plotly-plot").first).to_be_visible()
             shot(page, "members", out)
+            assert not elsewhere, f"fetched from outside the dashboard: {sorted(set(elsewhere))}"
         finally:
             browser.close()

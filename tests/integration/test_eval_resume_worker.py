@@ -151,3 +151,71 @@ def test_a_changed_checkpoint_replaces_the_stored_results(thread_worker, celery_
     assert spy.calls == TOTAL  # nothing reused: the checkpoint's content changed
     _check_complete(run_id)
     assert not before & {r.eval_key for r in _results(run_id)}  # the stale results are gone, not kept beside
+
+
+# --- migration 0004 ----------------------------------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request, tmp_path):
+    """An empty database of each kind (PostgreSQL: a database of its own, dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mig.db'}"
+        return
+    import os
+
+    from tests.integration.conftest import PG_ADMIN, _pg_admin_connect
+
+    try:
+        conn = _pg_admin_connect()
+    except Exception as exc:
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN}: {exc}")
+    name = f"igat_test_mig_{os.getpid()}"
+    with conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+    with _pg_admin_connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migration_0004_adds_intervals_to_old_rows_and_the_unique_key(fresh_url):
+    from alembic import command
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import IntegrityError
+
+    from tasks.migrate import alembic_config, current_revision
+    from tasks.store import make_engine
+
+    engine = make_engine(fresh_url, create=False)
+    try:
+        with engine.connect() as conn:
+            command.upgrade(alembic_config(conn), "0003")
+            conn.execute(text("INSERT INTO run (name, kind, config_json, preset, dataset, defense, igat, seed, tags, "
+                              "variant, status, cancel_requested, attempts, progress, epoch, total_epochs, created_at, "
+                              "params_json) VALUES ('old', 'train', '{}', 'paper', 's', 'standard', false, 0, '', '', "
+                              "'succeeded', false, 1, 1.0, 1, 1, '2026-01-01 00:00:00', '{}')"))
+            run_id = conn.execute(text("SELECT id FROM run")).scalar()
+            conn.execute(text("INSERT INTO evalresult (run_id, target, combiner, attack, accuracy, num_examples, "
+                              f"created_at) VALUES ({run_id}, 'ensemble', 'average', 'pgd', 0.45, 100, "
+                              "'2026-01-01 00:00:00')"))
+            conn.commit()
+            command.upgrade(alembic_config(conn), "head")
+            conn.commit()
+            assert current_revision(conn) == "0004"
+            lo, hi, key = conn.execute(text("SELECT ci_low, ci_high, eval_key FROM evalresult")).one()
+            assert (lo, hi) == pytest.approx(wilson_of_accuracy(0.45, 100)) and key is None
+            insert = text("INSERT INTO evalresult (run_id, target, combiner, attack, accuracy, num_examples, "
+                          f"created_at, eval_key) VALUES ({run_id}, 'ensemble', 'max', 'pgd', 0.4, 100, "
+                          "'2026-01-01 00:00:00', 'k')")
+            conn.execute(insert)
+            conn.commit()
+            with pytest.raises(IntegrityError):  # one key per run
+                conn.execute(insert)
+            conn.rollback()
+            command.check(alembic_config(conn))  # the models match the migrated schema
+            command.downgrade(alembic_config(conn), "0003")
+            conn.commit()
+            assert "eval_key" not in {c["name"] for c in inspect(conn).get_columns("evalresult")}
+            assert conn.execute(text("SELECT count(*) FROM evalresult")).scalar() == 2
+    finally:
+        engine.dispose()
