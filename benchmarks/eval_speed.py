@@ -163,8 +163,10 @@ def main() -> None:
         (row,) = evaluate_ensemble(ens, xs, ys, ["average"], [AttackSpec(name="autoattack")], batch_size=args.batch,
                                    per_member=False, seed=args.seed)
         seconds = time.perf_counter() - t0
+        pgd_acc, _ = run_library(ens, xs, ys, args.batch, args.seed)
         print(f"\nAutoAttack standard ({row.extra.get('implementation', 'pyautoattack')}), {len(xs)} images: "
-              f"{seconds:.1f} s = {seconds / len(xs):.2f} s/image; robust accuracy {100 * row.accuracy:.2f}%")
+              f"{seconds:.1f} s = {seconds / len(xs):.2f} s/image; robust accuracy {100 * row.accuracy:.2f}% "
+              f"(library PGD-20 on the same images: {100 * pgd_acc:.2f}%)")
 
     if args.probe_examples > 0:
         spec = AttackSpec(name="pgd_strength", params={"num_examples": args.probe_examples})

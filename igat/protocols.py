@@ -115,12 +115,13 @@ def protocol_of(config: ExperimentConfig) -> str:
 # --- the cost model -----------------------------------------------------------------------------
 
 # Seconds per member forward+backward pass per example, ResNet-20 on a 32x32 image, in the library's default
-# evaluation path (eval mode, BatchNorm folded, channels_last on the CPU). Measured with
-# ``benchmarks/eval_cost.py`` (PGD-25 minus PGD-5 over 20 x members x examples passes, so fixed costs drop out);
-# see docs/benchmarks.md. The CPU is this project's 2-core development machine, at one thread in process CPU
-# time (robust to other load; two threads run about 1.6x faster in wall time when the machine is idle).
-# No GPU was available to measure a CUDA constant: estimates for cuda are not given rather than guessed.
-SECONDS_PER_MEMBER_PASS: dict[str, float] = {"cpu": 1.1e-3}
+# evaluation path (eval mode, BatchNorm folded, channels_last on the CPU, PGD with early exit but nothing exiting).
+# Measured once with ``OMP_NUM_THREADS=1 python benchmarks/eval_cost.py --cpu-time --threads 1`` (PGD-25 minus PGD-5
+# over 20 x 2 members x 256 examples, so fixed costs drop out) on this project's 2-core development CPU, process CPU
+# time at one thread: 2.38e-3 s (2026-12-03, other jobs running; 2.94e-3 under heavier load). See docs/benchmarks.md,
+# "Evaluation cost model". A worker with two idle cores runs about 1.6x faster, so CPU estimates lean long. No GPU was available to
+# measure a CUDA constant: estimates for cuda say so instead of guessing.
+SECONDS_PER_MEMBER_PASS: dict[str, float] = {"cpu": 2.4e-3}
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a forward+backward pass
 AA_ROBUST_SHARE = 0.5  # assumed share of examples still robust after APGD-CE (AutoAttack's later attacks run on those)
 AA_TARGETS = 9  # APGD-T / FAB-T target classes (the standard version; fewer with fewer classes)

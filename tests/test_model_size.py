@@ -133,7 +133,7 @@ def test_layer_features_span_1_to_depth():
 
 
 def test_dverge_layer_is_checked_against_and_drawn_from_the_depth():
-    with pytest.raises(ValueError, match=r"defense.params.layer must be in 1..8 .*model.depth 8.*got 9"):
+    with pytest.raises(ValueError, match=r"defense.params.layer:? must be in 1..8 .*model.depth 8.*got 9"):
         build_defense(synthetic_config(model={"num_members": 2, "depth": 8},
                                        defense={"name": "dverge", "params": {"layer": 9}}))
     deep = build_defense(synthetic_config(model={"num_members": 2, "depth": 32},
