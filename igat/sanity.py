@@ -128,8 +128,9 @@ def check_group(accuracies: dict[str, float], combiner: str, target: str = "ense
             flags.append(SanityFlag(
                 combiner, "pgd_overestimates",
                 f"on the strength probe's examples, PGD accuracy {_pct(reference, scale)} drops to "
-                f"{_pct(strong, scale)} under PGD-100 with restarts ({where}): the evaluation PGD overstates "
-                "robustness by more than a point; report a stronger attack (more steps, restarts, AutoAttack)",
+                f"{_pct(strong, scale)} under the probe's longer PGD with restarts ({where}): the evaluation PGD "
+                "overstates robustness by more than a point; report a stronger attack (more steps or restarts, "
+                "AutoAttack)",
                 target, "warning", ctx, {"pgd_reference": reference, PGD_STRENGTH: strong},
             ))
     return flags
