@@ -95,7 +95,14 @@ def _correct(model, x: Tensor, y: Tensor) -> Tensor:
 
 def attack_accuracy(model, attack, x: Tensor, y: Tensor, batch_size: int, seed: int,
                     device: torch.device, on_batch: BatchCallback | None = None) -> tuple[float, dict[str, Any]]:
-    """Accuracy of ``model`` on ``attack``'s examples, plus the attack's merged statistics.
+    """Accuracy of ``model`` on ``attack``'s examples, plus the attack's merged statistics."""
+    correct, merged = attack_correctness(model, attack, x, y, batch_size, seed, device, on_batch)
+    return int(correct.sum()) / max(len(x), 1), merged
+
+
+def attack_correctness(model, attack, x: Tensor, y: Tensor, batch_size: int, seed: int, device: torch.device,
+                       on_batch: BatchCallback | None = None) -> tuple[Tensor, dict[str, Any]]:
+    """Each example's correctness (bool, CPU) under ``attack``, plus the attack's merged statistics.
 
     Tensor statistics are concatenated over batches; other values are kept once when every
     batch reported the same value (e.g. the implementation's name), else as a list.
@@ -103,12 +110,13 @@ def attack_accuracy(model, attack, x: Tensor, y: Tensor, batch_size: int, seed: 
     device = torch.device(device)
     gen_device = device if device.type == "cuda" else torch.device("cpu")
     gen = torch.Generator(device=gen_device).manual_seed(seed)
-    correct, stats_all = 0, {}
+    correct: list[Tensor] = []
+    stats_all: dict[str, list[Any]] = {}
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device)
         yb = y[start : start + batch_size].to(device)
         res = attack.perturb(model, xb, yb, gen)
-        correct += int(_correct(model, res.x_adv, yb).sum())
+        correct.append(_correct(model, res.x_adv, yb).cpu())
         for k, v in res.stats.items():
             stats_all.setdefault(k, []).append(v)
         if on_batch is not None:
@@ -121,7 +129,7 @@ def attack_accuracy(model, attack, x: Tensor, y: Tensor, batch_size: int, seed: 
             merged[k] = vs[0]
         else:
             merged[k] = vs
-    return correct / max(len(x), 1), merged
+    return (torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)), merged
 
 
 def summarise_stats(stats: dict[str, Any]) -> dict[str, Any]:

@@ -253,7 +253,7 @@ def _train(cfg: ExperimentConfig, out: Path, dataset, callbacks: list, device) -
 def evaluate_per_example(checkpoint: str, spec: StudySpec, dataset, device) -> dict[str, dict[str, Any]]:
     """Per (attack, combiner): accuracy, n and each example's correctness ("0"/"1" string)."""
     from igat.attacks import build_attack
-    from igat.evaluation import attack_subset
+    from igat.evaluation import attack_correctness, attack_subset
     from igat.models.fused import combined_models
     from igat.training import load_ensemble
 
@@ -266,16 +266,9 @@ def evaluate_per_example(checkpoint: str, spec: StudySpec, dataset, device) -> d
             attack = build_attack(attack_spec.name, attack_spec.params)
             xs, ys = attack_subset(attack, x, y)
             for comb in spec.combiners:
-                model = models[comb]
-                gen = torch.Generator().manual_seed(10_000 + a_idx)  # the same attack seed for every model
-                correct = []
                 t0 = time.perf_counter()
-                for s in range(0, len(xs), 256):
-                    xb, yb = xs[s : s + 256].to(device), ys[s : s + 256].to(device)
-                    x_adv = attack.perturb(model, xb, yb, gen).x_adv
-                    with torch.no_grad():
-                        correct.append((model(x_adv).argmax(1) == yb).cpu())
-                c = torch.cat(correct)
+                # the same attack seed for every model, so the arms are compared on identical attacks
+                c, _ = attack_correctness(models[comb], attack, xs, ys, 256, 10_000 + a_idx, torch.device(device))
                 out[f"{attack_spec.name}|{comb}"] = {
                     "attack": attack_spec.name, "combiner": comb, "accuracy": float(c.float().mean()), "n": len(c),
                     "correct": "".join("1" if v else "0" for v in c.tolist()),

@@ -56,13 +56,21 @@ class CheckpointMismatchError(CheckpointError):
 
 
 # --- RNG state as tensors (weights_only-loadable) ------------------------------------------------------
+def _python_entry(state: tuple) -> dict[str, Any]:
+    version, mt, gauss = state
+    return {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss}
+
+
+def _numpy_entry(state: tuple) -> dict[str, Any]:
+    name, key, pos, has_gauss, cached = state
+    return {"name": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
 def rng_state() -> dict[str, Any]:
-    version, mt, gauss = random.getstate()
-    name, key, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"name": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": _python_entry(random.getstate()),
+        "numpy": _numpy_entry(np.random.get_state()),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -213,12 +221,9 @@ def convert_checkpoint(src: str | Path, dst: str | Path | None = None) -> Path:
         raise CheckpointError(f"{path} is not an iGAT Lab checkpoint")
     rng = dict(ckpt.get("rng", {}))
     if "python" in rng and not isinstance(rng["python"], dict):
-        version, mt, gauss = rng["python"]
-        rng["python"] = {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss}
+        rng["python"] = _python_entry(rng["python"])
     if "numpy" in rng and not isinstance(rng["numpy"], dict):
-        name, key, pos, has_gauss, cached = rng["numpy"]
-        rng["numpy"] = {"name": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
-                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+        rng["numpy"] = _numpy_entry(rng["numpy"])
     ckpt["rng"] = rng
     ckpt.pop("format", None)
     ckpt.setdefault("binding", binding_for(ckpt.get("config", {}), None))
