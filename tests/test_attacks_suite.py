@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
 from igat.attacks import ATTACKS, build_attack, signhunter
 from igat.attacks.autoattack import AutoAttackParams, build_autoattack, package_version
 from igat.attacks.pgd import pgd
-from igat.data import make_synthetic
 from igat.evaluation import evaluate_ensemble
-from igat.models.ensemble import Ensemble
+from tests.helpers import tiny_trained_ensemble
 
 EPS = 8 / 255
 # The synthetic classes differ by strong low-frequency patterns; 12/255 makes "far below" unambiguous.
@@ -32,30 +30,12 @@ FAST_PARAMS = {
 }
 
 
-def _member() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4),
-    )
-
-
 @pytest.fixture(scope="module")
 def trained():
     """(ensemble, test x, test y): undefended, natural accuracy ~0.9 on 4 synthetic classes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: extra threads only contend on a shared machine
-    torch.manual_seed(0)
-    tx, ty, vx, vy = make_synthetic(1024, 128, 4, 8, seed=0)
-    tx, vx = tx.float() / 255, vx.float() / 255
-    ens = Ensemble([_member() for _ in range(2)])
-    opt = torch.optim.Adam(ens.parameters(), 3e-3)
-    for _ in range(200):
-        idx = torch.randint(0, len(tx), (128,))
-        loss = sum(F.cross_entropy(z, ty[idx]) for z in ens(tx[idx]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    ens.eval()
+    ens, vx, vy = tiny_trained_ensemble(0)
     yield ens, vx, vy
     torch.set_num_threads(threads)
 

@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
-from torch import nn
 
 from igat.attacks import build_attack, pgd, pgd_early_exit, project
 from igat.attacks.pgd import attack_loss
-from igat.data import make_synthetic
 from igat.evaluation import evaluate_ensemble
-from igat.models.ensemble import Ensemble
 from igat.sanity import check_results
+from tests.helpers import tiny_trained_ensemble
 
 EPS = 6 / 255
 STEP = 1 / 255
-
-
-def _member() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -35,18 +25,7 @@ def trained():
     """(ensemble, x, y): undefended, 128 test examples, every 8th with a wrong label (natural accuracy 7/8)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: extra threads only contend on a shared machine
-    torch.manual_seed(1)
-    tx, ty, vx, vy = make_synthetic(1024, 128, 4, 8, seed=1)
-    tx, vx = tx.float() / 255, vx.float() / 255
-    ens = Ensemble([_member() for _ in range(2)])
-    opt = torch.optim.Adam(ens.parameters(), 3e-3)
-    for _ in range(200):
-        idx = torch.randint(0, len(tx), (128,))
-        loss = sum(F.cross_entropy(z, ty[idx]) for z in ens(tx[idx]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    ens.eval()
+    ens, vx, vy = tiny_trained_ensemble(1)
     vy = vy.clone()
     vy[::8] = (vy[::8] + 1) % 4  # the model gets the rest right: these are the clean misclassifications
     yield ens, vx, vy
