@@ -63,6 +63,8 @@ def _legacy_revision(conn: Connection) -> str | None:
     if "alembic_version" in tables or "run" not in tables:
         return None
     columns = {c["name"] for c in inspect(conn).get_columns("run")}
+    if "archived" in columns:
+        return "0005"
     if "evalresult" in tables and "eval_key" in {c["name"] for c in inspect(conn).get_columns("evalresult")}:
         return "0004"
     if "phase" in columns:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Text, event
+from sqlalchemy import Boolean, Column, DateTime, Index, Text, event, false
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, create_engine
@@ -106,6 +106,10 @@ class Run(SQLModel, table=True):
     params_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     # What a multi-phase run (a study) is doing now, e.g. "seed 1 (2/3): arm igat, epoch 2/2"; migration 0003.
     phase: str | None = Field(default=None, sa_column=Column(Text))
+    # The researcher's own notes, and whether the run is archived (hidden from the Runs table by default,
+    # kept in the store); migration 0005.
+    notes: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    archived: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
     @property
     def config(self) -> dict[str, Any]:
