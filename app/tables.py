@@ -14,20 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from igat import reports, sanity
-
-# Ablation labels written by the platform (igat.ablation.VARIANTS) -> the reports' variant slugs.
-_FULL_SLUGS = {"igat", "full", "soft", ""}
-
-
-def variant_slug(label: str) -> str:
-    text = str(label or "").strip()
-    try:
-        from igat.ablation import variant_slug as slug_of
-
-        slug = slug_of(text)
-    except (ImportError, KeyError):
-        slug = text.lower().replace(" ", "").replace("=", "").replace("β", "beta")
-    return "full" if slug in _FULL_SLUGS else slug
+from igat.ablation_variants import variant_slug
 
 
 def report_frame(evals: pd.DataFrame, experiment_kinds: dict[int, str] | None = None) -> pd.DataFrame:

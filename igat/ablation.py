@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from igat.ablation_variants import TITLES, VARIANTS
 from igat.config import AttackSpec, ExperimentConfig
 from igat.data import Dataset, load_dataset
 from igat.defenses import DEFENSES
@@ -26,17 +27,7 @@ from igat.evaluation import evaluate_ensemble
 from igat.training import Callback, Trainer
 from igat.training.trainer import default_output_dir
 
-# (variant label, column title, igat overrides), in Table 3's column order. The labels are the
-# ``variant`` values that igat.evaluation.method_and_variant derives from a config and that the
-# reports group by (opposite / random / hard / beta0 / full).
-VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("opposite", "Opposite", {"rule": "opposite"}),
-    ("random", "Random", {"rule": "random"}),
-    ("hard", "Hard", {"rule": "hard"}),
-    ("beta0", "beta=0", {"rule": "soft", "beta": 0.0}),
-    ("full", "iGAT", {"rule": "soft"}),
-)
-TITLES: dict[str, str] = {label: title for label, title, _ in VARIANTS}
+# VARIANTS / TITLES live in a module without PyTorch, so the dashboard can read them.
 
 
 def ablation_variants(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
