@@ -178,7 +178,7 @@ class TrainConfig(StrictModel):
     steps_per_epoch: int | None = Field(None, ge=1, description="cap mini-batches per epoch (reference code's pseudo-epochs)")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     grad_clip: float | None = Field(None, gt=0.0)
-    log_every: int = Field(10, ge=1, description="steps between step-metric emissions")
+    log_every: int = Field(10, ge=1, description="steps between step-metric emissions (at most: a short run logs more often, so its curves get at least 100 points)")
     eval_examples: int = Field(512, ge=0, le=100000, description="test examples for the per-epoch natural/PGD accuracy (0 = off)")
     eval_pgd_steps: int = Field(10, ge=0, le=1000, description="PGD steps of the per-epoch robust-accuracy probe (0 = natural only)")
     init_checkpoint: str | None = Field(

@@ -134,8 +134,9 @@ class DBCallback(Callback):
 
     def on_step(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self._metrics.extend(
-            {"run_id": self.run_id, "scope": "step", "step": step, "epoch": epoch, "name": n, "value": v}
-            for n, v in _numeric(metrics)
+            {"run_id": self.run_id, "scope": "step", "step": step, "epoch": epoch, "name": n, "value": v,
+             "recorded_at": now}
+            for now in [utcnow()] for n, v in _numeric(metrics)
         )
         self._advance(step - (epoch - 1) * self.steps_per_epoch)
         if len(self._metrics) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -152,8 +153,9 @@ class DBCallback(Callback):
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], member_stats) -> None:
         self._metrics.extend(
-            {"run_id": self.run_id, "scope": "epoch", "step": epoch, "epoch": epoch, "name": n, "value": v}
-            for n, v in _numeric(metrics)
+            {"run_id": self.run_id, "scope": "epoch", "step": epoch, "epoch": epoch, "name": n, "value": v,
+             "recorded_at": now}
+            for now in [utcnow()] for n, v in _numeric(metrics)
         )
         self._stats.extend(
             {"run_id": self.run_id, "epoch": epoch, "member": int(s.member), "statistic": s.statistic, "value": float(s.value)}
@@ -203,7 +205,7 @@ class DBCallback(Callback):
         if self.checkpoint_path:
             values["checkpoint_path"] = self.checkpoint_path
         with self.engine.begin() as conn:
-            upsert(conn, METRIC, metrics, ("run_id", "name", "scope", "step"), ("value", "epoch"))
+            upsert(conn, METRIC, metrics, ("run_id", "name", "scope", "step"), ("value", "epoch", "recorded_at"))
             upsert(conn, MEMBERSTAT, stats, ("run_id", "epoch", "member", "statistic"), ("value",))
             # Only while this attempt owns the run: a superseded worker must not overwrite progress.
             conn.execute(update(RUN).where(RUN.c.id == self.run_id, RUN.c.attempts == self.attempt,

@@ -63,6 +63,8 @@ def _legacy_revision(conn: Connection) -> str | None:
     if "alembic_version" in tables or "run" not in tables:
         return None
     columns = {c["name"] for c in inspect(conn).get_columns("run")}
+    if "metric" in tables and "recorded_at" in {c["name"] for c in inspect(conn).get_columns("metric")}:
+        return "0006"
     if "archived" in columns:
         return "0005"
     if "evalresult" in tables and "eval_key" in {c["name"] for c in inspect(conn).get_columns("evalresult")}:

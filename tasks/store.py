@@ -130,6 +130,9 @@ class Metric(SQLModel, table=True):
     epoch: int = 0
     name: str
     value: float
+    # When the point was written (the worker's clock): the x axis "wall time" of the curves. Migration 0006;
+    # older points have none.
+    recorded_at: datetime | None = Field(default=None, sa_column=_ts())
 
     __table_args__ = (Index("ix_metric_run_name_step", "run_id", "name", "scope", "step", unique=True),)
 

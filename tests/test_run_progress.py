@@ -61,8 +61,8 @@ def store(tmp_path, monkeypatch):
 
 
 def test_a_run_reports_its_step_phase_and_time_left_from_the_first_batch_to_the_last_result(store, monkeypatch):
-    # 256 training examples at batch 64: 4 steps per epoch, fewer than train.log_every (10), so the trainer
-    # emits no step metrics at all in this epoch: only the batch polls can move the bar.
+    # 256 training examples at batch 64: 4 steps per epoch, fewer than train.log_every (10); the bar moves with
+    # the batch polls (the trainer lowers the logging interval of so short a run, igat.training.trainer).
     config = synthetic_config(name="progress", train={"log_every": 10})
     from sqlmodel import Session
 

@@ -204,6 +204,7 @@ class Trainer:
             "output_dir": str(self.output_dir),
         })
         ckpt_path = self.output_dir / LAST
+        log_every = step_log_interval(cfg.train.log_every, cfg.train.epochs * len(self.loader))
         for epoch in range(self.start_epoch, cfg.train.epochs):
             self.ctx.epoch = epoch
             self.ensemble.train()
@@ -224,7 +225,7 @@ class Trainer:
                         )
                     sums[k] += float(v)
                 count += 1
-                if self.ctx.step % cfg.train.log_every == 0:
+                if self.ctx.step % log_every == 0:
                     self.callbacks.on_step(epoch + 1, self.ctx.step, {**metrics, "lr": self.optimizers[0].param_groups[0]["lr"]})
             for sch in self.schedulers:
                 sch.step()
@@ -243,6 +244,16 @@ class Trainer:
         self.callbacks.on_run_end({"epochs": result.epochs_completed, "checkpoint": result.checkpoint,
                                    "metrics": result.final_metrics, "seconds": result.seconds})
         return result
+
+
+# A run's loss curves get at least this many points: a short run logs more often than train.log_every.
+MIN_STEP_POINTS = 100
+
+
+def step_log_interval(log_every: int, total_steps: int) -> int:
+    """Steps between step-metric emissions: ``train.log_every``, lowered for a short run so its curves have at
+    least ``MIN_STEP_POINTS`` points (a 1-epoch run of 40 steps at log_every 10 would draw 4; every step then)."""
+    return max(1, min(log_every, total_steps // MIN_STEP_POINTS))
 
 
 def train(config: ExperimentConfig, callbacks: list[Callback] | None = None, **kwargs) -> TrainResult:
