@@ -125,15 +125,17 @@ def robustness_bars(df: pd.DataFrame, uirevision: str, group: str = "method") ->
     agg = aggregate_accuracy(df, ["combiner", group, "attack"])
     agg["attack_label"] = agg["attack"].map(attack_label)
     attacks = sorted(agg["attack"].unique(), key=attack_sort_key)
+    groups = sorted(agg[group].astype(str).unique(), key=run_sort_key)  # "#9 ..." before "#10 ..."
     fig = px.bar(
         agg, x="attack_label", y="mean", color=group, barmode="group", facet_col="combiner", error_y="err_plus",
-        error_y_minus="err_minus", category_orders={"attack_label": [attack_label(a) for a in attacks]},
+        error_y_minus="err_minus", color_discrete_sequence=distinct_colours(len(groups)),
+        category_orders={"attack_label": [attack_label(a) for a in attacks], group: groups},
         hover_data={"n": True, "std": ":.2f", "mean": ":.2f", "err_kind": True, "err_plus": False, "err_minus": False},
         labels={"attack_label": "attack", "mean": "accuracy (%)", group: group, "err_kind": "error bar"},
         title=f"Accuracy under attack ({error_bar_note(agg)})",
     )
     fig.for_each_annotation(lambda a: a.update(text=a.text.replace("combiner=", "combiner: ")))
-    fig.update_layout(uirevision=uirevision, height=420, legend={"orientation": "h", "y": -0.2})
+    fig.update_layout(uirevision=uirevision, **many_legend_layout(len(groups), 420))
     fig.update_yaxes(range=[0, 100])
     return fig
 
@@ -232,3 +234,87 @@ def ablation_bars(df: pd.DataFrame, uirevision: str, variant_order: list[str] | 
     fig.update_layout(uirevision=uirevision, height=400)
     fig.update_yaxes(range=[0, 100])
     return fig
+
+
+# --- several runs on one chart ------------------------------------------------------------------------------
+
+X_AXES = ("step", "epoch", "wall time")
+# Legend entries beyond which a chart's legend moves to the right of the plot and the chart grows in height.
+LEGEND_BELOW_MAX = 6
+
+
+def distinct_colours(n: int) -> list[str]:
+    """``n`` colours that stay distinguishable: Plotly's default ten first (the page's own bar colours), then the
+    24 of Dark24 and the 26 of Alphabet; beyond those, hues spread evenly around the wheel at two lightnesses."""
+    named = [*px.colors.qualitative.Plotly, *px.colors.qualitative.Dark24, *px.colors.qualitative.Alphabet]
+    unique = list(dict.fromkeys(c.lower() for c in named))
+    if n <= len(unique):
+        return unique[:n]
+    out = []
+    for i in range(n):
+        hue = (i * 360 / n) % 360
+        light = 38 if i % 2 else 55
+        out.append(f"hsl({hue:.0f}, 70%, {light}%)")
+    return out
+
+
+def run_sort_key(label: str) -> tuple[int, str]:
+    """Legend order of run labels: by the run number (#9 before #10), not as text."""
+    match = re.match(r"#(\d+)", str(label))
+    return (int(match.group(1)) if match else 1 << 62, str(label))
+
+
+def many_legend_layout(entries: int, base_height: int) -> dict:
+    """Layout for a chart with ``entries`` legend items: below the plot when few; to the right, in one column,
+    with the chart growing so every entry stays readable, when many."""
+    if entries <= LEGEND_BELOW_MAX:
+        return {"height": base_height, "legend": {"orientation": "h", "y": -0.2}}
+    return {"height": max(base_height, 120 + 21 * entries),
+            "legend": {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1.0, "yanchor": "top"},
+            "margin": {"r": 10}}
+
+
+def series_x(series: pd.DataFrame, scope: str, x: str) -> tuple[pd.DataFrame, str, int]:
+    """The x values of one metric's points: ``step``; ``epoch`` (a per-step metric at its fraction of the epoch);
+    ``wall time`` (minutes since the run's first recorded point; points stored before times were recorded are
+    dropped). Returns the points with an ``x`` column, the axis title and how many points had no time."""
+    if series.empty:
+        return series.assign(x=pd.Series(dtype=float)), x, 0
+    df = series.copy()
+    if x == "wall time":
+        stamped = pd.to_datetime(df["recorded_at"], utc=True, errors="coerce")
+        missing = int(stamped.isna().sum())
+        df = df.assign(_t=stamped)[stamped.notna()]
+        first = df.groupby("run_id")["_t"].transform("min")
+        return df.assign(x=(df["_t"] - first).dt.total_seconds() / 60.0).drop(columns="_t"), "wall time (minutes)", missing
+    if x == "epoch" and scope == "step":
+        # steps per epoch from the run's own points: the last step logged in its first epoch
+        first_epoch = df[df["epoch"] == df.groupby("run_id")["epoch"].transform("min")]
+        per_epoch = first_epoch.groupby("run_id")["step"].max() / first_epoch.groupby("run_id")["epoch"].max()
+        return df.assign(x=df["step"] / df["run_id"].map(per_epoch).clip(lower=1)), "epoch", 0
+    return df.assign(x=df["epoch"] if x == "epoch" else df["step"]), x, 0
+
+
+def overlay_curves(series: pd.DataFrame, labels: dict[int, str], metric: str, scope: str, x: str, uirevision: str,
+                   smoothing: float = 0.0, title: str | None = None) -> tuple[go.Figure, int]:
+    """One metric of several runs, one line each (legend by run number, distinct colours). Accuracies are shown
+    in %. Returns the figure and the number of points left out of a wall-time axis (no recorded time)."""
+    name = f"{metric} (per {scope})"
+    if series.empty:
+        return _empty(title or name, "no points for this metric yet", uirevision), 0
+    pts, x_title, missing = series_x(series, scope, x)
+    scale = 100.0 if is_accuracy(metric) else 1.0
+    runs = sorted(pts["run_id"].unique(), key=lambda r: run_sort_key(labels.get(int(r), f"#{r}")))
+    colours = distinct_colours(len(runs))
+    fig = go.Figure()
+    for colour, rid in zip(colours, runs, strict=True):
+        part = pts[pts["run_id"] == rid].sort_values("x")
+        ys = part["value"] * scale
+        if smoothing > 0 and scope == "step":
+            ys = ys.ewm(alpha=1 - smoothing).mean()
+        fig.add_trace(go.Scatter(x=part["x"], y=ys, name=labels.get(int(rid), f"#{rid}"), line={"color": colour},
+                                 mode="lines+markers" if len(part) < 30 else "lines"))
+    fig.update_layout(title=title or f"{name}, {len(runs)} run(s)", xaxis_title=x_title,
+                      yaxis_title=f"{metric} (%)" if scale != 1.0 else metric, uirevision=uirevision,
+                      **many_legend_layout(len(runs), 400))
+    return fig, missing

@@ -46,3 +46,15 @@ def config_diff(configs: dict[str, dict[str, Any]], ignore: tuple[str, ...] = ()
         if len(set(cells)) > 1:
             rows.append([field, *cells])
     return pd.DataFrame(rows, columns=["field", *flat.keys()])
+
+
+# Above this many configs the diff is shown transposed (one row per run), so it does not grow sideways.
+WIDE_CONFIGS = 6
+
+
+def display_diff(diff: pd.DataFrame) -> pd.DataFrame:
+    """The diff as shown: fields as rows for a few runs; for many runs one row per run and a column per differing
+    field (50 runs as 50 columns cannot be read)."""
+    if diff.empty or diff.shape[1] - 1 <= WIDE_CONFIGS:
+        return diff
+    return diff.set_index("field").T.rename_axis("run").reset_index().rename_axis(None, axis=1)

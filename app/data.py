@@ -36,7 +36,7 @@ RUN_COLUMNS = [
     "id", "name", "experiment_id", "experiment", "experiment_kind", "status", "progress", "epoch", "total_epochs",
     "eta_s", "duration_s", "worker", "dataset", "defense", "igat", "method", "seed", "variant", "tags", "preset",
     "kind", "error", "created_at", "started_at", "finished_at", "attempts", "cancel_requested", "checkpoint_path",
-    "phase", "eta_scope",
+    "phase", "eta_scope", "notes", "archived",
 ]
 
 
@@ -117,6 +117,8 @@ def _run_record(run: Run, exp: Experiment | None, now: datetime, banked: list[fl
         "cancel_requested": bool(run.cancel_requested),
         "checkpoint_path": run.checkpoint_path or "",
         "phase": run.phase or "",  # e.g. "evaluating: CW on ensemble/average, 2 of 5" while a run evaluates
+        "notes": run.notes or "",
+        "archived": bool(run.archived),
     }
 
 
@@ -277,3 +279,32 @@ def filter_runs(df: pd.DataFrame, statuses: list[str] | None = None, datasets: l
         hay = df["name"].str.lower() + " " + df["experiment"].str.lower() + " " + df["method"].str.lower()
         mask &= hay.str.contains(needle, regex=False)
     return df[mask]
+
+
+def metric_catalog(engine: Engine, run_ids: list[int]) -> pd.DataFrame:
+    """Which metrics the runs have: one row per (scope, name) with the number of runs that have it and of
+    points in all, most common first (one aggregate query, whatever the number of runs)."""
+    columns = ["scope", "name", "runs", "points"]
+    if not run_ids:
+        return pd.DataFrame(columns=columns)
+    with Session(engine) as s:
+        rows = s.exec(
+            select(Metric.scope, Metric.name, func.count(func.distinct(Metric.run_id)), func.count())
+            .where(col(Metric.run_id).in_(run_ids)).group_by(col(Metric.scope), col(Metric.name))
+        ).all()
+    df = pd.DataFrame.from_records([tuple(r) for r in rows], columns=columns)
+    return df.sort_values(["runs", "scope", "name"], ascending=[False, True, True]).reset_index(drop=True)
+
+
+def load_metric_series(engine: Engine, run_ids: list[int], name: str, scope: str) -> pd.DataFrame:
+    """One metric of several runs (for overlaid curves): run_id, step, epoch, value, recorded_at."""
+    columns = ["run_id", "step", "epoch", "value", "recorded_at"]
+    if not run_ids:
+        return pd.DataFrame(columns=columns)
+    with Session(engine) as s:
+        rows = s.exec(
+            select(Metric.run_id, Metric.step, Metric.epoch, Metric.value, Metric.recorded_at)
+            .where(col(Metric.run_id).in_(run_ids), Metric.name == name, Metric.scope == scope)
+            .order_by(col(Metric.run_id), col(Metric.step))
+        ).all()
+    return pd.DataFrame.from_records([tuple(r) for r in rows], columns=columns)

@@ -10,7 +10,8 @@ import streamlit as st
 from app import charts, tables
 from app import data as D
 from app.common import PAGE_RUNS, empty_state, get_engine, parse_id_list, run_page, set_query
-from app.configdiff import config_diff
+from app.configdiff import config_diff, display_diff
+from app.curves import overlay_section
 from app.export import ExportError, figure_png, to_csv_bytes
 
 K = "cmp."
@@ -80,6 +81,9 @@ def body() -> None:
                 "The URL keeps the selection, so you can share it.")
         return
 
+    groups = st.session_state.get(K + "exps") or []
+    st.caption(f"**{len(chosen)} run(s) selected** of {len(evaluated)} evaluated"
+               + (f" ({len(groups)} experiment(s) included)" if groups else ""))
     evals = D.load_eval(engine, chosen)
     if evals.empty:
         st.info("The selected runs have no evaluation results yet.")
@@ -95,6 +99,11 @@ def body() -> None:
         plot_df = plot_df.assign(run="#" + plot_df["run_id"].astype(str) + " " + plot_df["method"])
     fig = charts.robustness_bars(plot_df, "compare", group=group)
     st.plotly_chart(fig, key=K + "bars", width="stretch")
+
+    st.subheader("Training curves")
+    names = dict(zip(runs["id"].astype(int), runs["method"], strict=True))
+    overlay_section(engine, chosen, {rid: f"#{rid} {names.get(rid, '')}" for rid in chosen}, K + "curves.",
+                    "compare-curves")
 
     t1 = tables.table1(frame)
     st.markdown(t1.markdown, unsafe_allow_html=True)  # the paper's layout: best bold, second underlined
@@ -123,7 +132,10 @@ def body() -> None:
         if diff.empty:
             st.caption("The selected runs have identical configs.")
         else:
-            st.dataframe(diff, hide_index=True, width="stretch", key=K + "diff")
+            shown = display_diff(diff)
+            if shown is not diff:
+                st.caption(f"{len(diff)} differing field(s) across {len(labelled)} runs: one row per run.")
+            st.dataframe(shown, hide_index=True, width="stretch", key=K + "diff")
 
     st.subheader("Export")
     cols = st.columns(5)

@@ -24,6 +24,7 @@ from app.common import (
     run_page,
     set_query,
 )
+from app.curves import overlay_section
 
 HEADLINE = [("train_loss", "train loss", "{:.4f}"), ("test_nat_acc_average", "natural acc (avg)", "{:.1%}"),
             ("test_pgd_acc_average", "PGD acc (avg)", "{:.1%}"), ("epoch_seconds", "s / epoch", "{:.1f}"),
@@ -115,6 +116,20 @@ def body() -> None:
     st.fragment(run_every=None if final else REFRESH_SECONDS)(guarded(live_fragment))(run_id, final, smoothing)
     st.page_link(PAGE_MEMBERS, label="Member statistics of this run", icon=":material/groups:",
                  query_params={"run": str(run_id)})
+
+    st.subheader("Overlay runs")
+    others = [i for i in ids if i != run_id]
+    with_others = st.multiselect("Runs to draw with this one", others, key="live.overlay",
+                                 format_func=lambda i: labels.get(i, str(i)), placeholder="pick runs to overlay",
+                                 help="one line per run, for the metric chosen below")
+    shown = [run_id, *with_others]
+    active = bool((~runs[runs["id"].isin(shown)]["status"].isin(D.FINAL)).any())
+    st.fragment(run_every=REFRESH_SECONDS if active else None)(guarded(overlay_fragment))(shown, labels)
+
+
+def overlay_fragment(run_ids: list[int], labels: dict[int, str]) -> None:
+    short = {rid: labels.get(rid, f"#{rid}").split(" (")[0] for rid in run_ids}  # "#12 name": the legend stays narrow
+    overlay_section(get_engine(), run_ids, short, "live.ov.", "live-overlay")
 
 
 run_page(body)
