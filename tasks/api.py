@@ -9,13 +9,16 @@ optional Celery ``app`` (default: ``tasks.celery_app.get_app()``); the database 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import shutil
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from tasks import runstate
@@ -29,6 +32,7 @@ from tasks.store import (
     Run,
     RunStatus,
     get_engine,
+    igat_home,
     session,
     utcnow,
 )
@@ -497,3 +501,202 @@ def workers(app: Celery | None = None, timeout: float = 1.0) -> list[str]:
     """Host names of the workers answering a ping."""
     replies = _app(app).control.ping(timeout=timeout) or []
     return sorted(name for reply in replies for name in reply)
+
+
+# --- curating: names, notes, tags, archive, delete -------------------------------------------------
+MAX_NOTES_LENGTH = 10_000
+
+
+class RunEditError(ValueError):
+    """A refused edit or deletion of a run (one line naming the field or the reason)."""
+
+
+def _set_run_fields(run_id: int, **values: Any) -> None:
+    with get_engine().begin() as conn:
+        if conn.execute(update(RUN).where(RUN.c.id == run_id).values(**values)).rowcount != 1:
+            raise KeyError(f"run {run_id} does not exist")
+
+
+def rename_run(run_id: int, name: str) -> str:
+    """Give the run a new name (a plain name: ``igat.config_input.name_problem``); returns the stored name."""
+    from igat.config_input import name_problem
+
+    new = (name or "").strip()
+    if not new:
+        raise RunEditError("name: must not be empty")
+    if (problem := name_problem(new)) is not None:
+        raise RunEditError(f"name: {problem}")
+    _set_run_fields(run_id, name=new)
+    return new
+
+
+def clean_notes(notes: str) -> str:
+    """Notes as stored: free text with line breaks and tabs, no other control characters, at most
+    MAX_NOTES_LENGTH characters (RunEditError naming the field otherwise)."""
+    from igat.config_input import text_problem
+
+    text = (notes or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    if len(text) > MAX_NOTES_LENGTH:
+        raise RunEditError(f"notes: at most {MAX_NOTES_LENGTH} characters, got {len(text)}")
+    if (problem := text_problem(text.replace("\n", " ").replace("\t", " "))) is not None:
+        raise RunEditError(f"notes: {problem}")
+    return text
+
+
+def set_run_notes(run_id: int, notes: str) -> str:
+    """Replace the run's notes (see :func:`clean_notes`); returns the stored text."""
+    text = clean_notes(notes)
+    _set_run_fields(run_id, notes=text)
+    return text
+
+
+def clean_tags(tags: str | Sequence[str]) -> str:
+    """Tags as stored: comma-separated plain names (``name_problem``), blanks and repeats dropped, at most
+    MAX_TAGS of at most MAX_TAG_LENGTH characters each (RunEditError naming the tag otherwise)."""
+    from igat.config_input import MAX_TAG_LENGTH, MAX_TAGS, name_problem
+
+    items = tags.split(",") if isinstance(tags, str) else [str(t) for t in tags]
+    cleaned: list[str] = []
+    for tag in (t.strip() for t in items):
+        if tag and tag not in cleaned:
+            cleaned.append(tag)
+    if len(cleaned) > MAX_TAGS:
+        raise RunEditError(f"tags: at most {MAX_TAGS} tags, got {len(cleaned)}")
+    for tag in cleaned:
+        if len(tag) > MAX_TAG_LENGTH:
+            raise RunEditError(f"tags: {tag[:40]!r} has {len(tag)} characters; at most {MAX_TAG_LENGTH}")
+        if (problem := name_problem(tag)) is not None:
+            raise RunEditError(f"tags: {problem}")
+    return ",".join(cleaned)
+
+
+def set_run_tags(run_id: int, tags: str | Sequence[str]) -> str:
+    """Replace the run's tags ("a, b" or ["a", "b"]; see :func:`clean_tags`); returns the stored string."""
+    text = clean_tags(tags)
+    _set_run_fields(run_id, tags=text)
+    return text
+
+
+def archive_run(run_id: int, archived: bool = True) -> bool:
+    """Archive (hide from the Runs table by default; nothing is removed) or unarchive a run."""
+    _set_run_fields(run_id, archived=bool(archived))
+    return bool(archived)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletionPlan:
+    """What :func:`delete_run` removes (or why it refuses): the counts of the run's rows, the run's own folder
+    under the root the worker writes to (``folder``, None when there is none) and a path it leaves alone."""
+
+    run_id: int
+    name: str
+    status: str
+    metric_rows: int
+    results: int
+    member_stats: int
+    artifacts: int
+    folder: Path | None
+    folder_bytes: int
+    kept: str | None  # e.g. a checkpoint outside the run's folder (another run's, or outside the runs root)
+    blocked: str | None  # why the run cannot be deleted now; None: it can
+
+    def rows_text(self) -> str:
+        return (f"{self.metric_rows} metric rows, {self.results} results, {self.member_stats} member statistics, "
+                f"{self.artifacts} artifacts")
+
+
+def size_text(n_bytes: float) -> str:
+    """A byte count for people: 512 B, 1.5 KB, 23.4 MB, 1.2 GB."""
+    if n_bytes < 1024:
+        return f"{int(n_bytes)} B"
+    for unit in ("KB", "MB", "GB"):
+        n_bytes /= 1024
+        if n_bytes < 1024 or unit == "GB":
+            break
+    return f"{n_bytes:.1f} {unit}"
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def run_folder(run_id: int, kind: str) -> Path:
+    """The folder the worker writes this run's files to: ``$IGAT_HOME/runs/<id>`` (a study:
+    ``$IGAT_HOME/studies/<id>``)."""
+    if kind == "study":  # tasks.studyjob.study_dir, not imported: that module pulls torch into the dashboard
+        return igat_home() / "studies" / str(run_id)
+    from tasks.jobs import run_dir
+
+    return run_dir(run_id)
+
+
+def _owned_folder(run_id: int, kind: str) -> Path | None:
+    """The run's own folder if it exists and really lies in the worker's root (not a link leading elsewhere)."""
+    folder = run_folder(run_id, kind)
+    if not folder.exists() or folder.is_symlink() or not folder.is_dir():
+        return None
+    root = folder.parent.resolve()
+    return folder if folder.resolve().parent == root else None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def deletion_plan(run_id: int) -> DeletionPlan:
+    """What deleting ``run_id`` would remove, and ``blocked`` when it cannot be deleted (queued or running, or
+    other runs name it as their parent: a fine-tune's base, an evaluated run, a study's phases)."""
+    run = get_run(run_id)  # KeyError when absent
+    counts = {}
+    with session() as s:
+        for key, model in (("metric_rows", Metric), ("results", EvalResult), ("member_stats", MemberStatRow),
+                           ("artifacts", Artifact)):
+            counts[key] = int(s.exec(select(func.count()).select_from(model).where(model.run_id == run_id)).one())
+        children = s.exec(select(Run.id, Run.kind).where(Run.parent_run_id == run_id).order_by(col(Run.id))).all()
+    blocked = None
+    if run.status not in FINAL_STATUSES:
+        blocked = f"run {run_id} is {run.status}; cancel it first (igat runs cancel {run_id})"
+    elif children:
+        listed = ", ".join(f"{cid} ({kind})" for cid, kind in children)
+        blocked = f"run {run_id} is the parent of run{'s' if len(children) > 1 else ''} {listed}; delete those first"
+    folder = _owned_folder(run_id, run.kind)
+    kept = None
+    if run.checkpoint_path:
+        checkpoint = Path(run.checkpoint_path)
+        own = run_folder(run_id, run.kind)
+        if not _inside(checkpoint, own):
+            where = "another run's folder" if _inside(checkpoint, own.parent) else f"outside {own.parent}"
+            kept = f"the checkpoint {checkpoint} is in {where}, not this run's folder {own}; it is left in place"
+    return DeletionPlan(run_id=run_id, name=run.name, status=str(run.status), folder=folder,
+                        folder_bytes=_folder_bytes(folder) if folder else 0, kept=kept, blocked=blocked, **counts)
+
+
+def delete_run(run_id: int, delete_files: bool = True) -> DeletionPlan:
+    """Delete a finished run: its metric rows, results, member statistics, artifacts and the run row in one
+    transaction, then (``delete_files``) its own folder under the worker's root (``run_folder``); a checkpoint
+    anywhere else is never touched. Refuses queued or running runs and runs other runs depend on
+    (RunEditError saying what to do). Returns the plan it carried out."""
+    plan = deletion_plan(run_id)
+    if plan.blocked:
+        raise RunEditError(plan.blocked)
+    with get_engine().begin() as conn:
+        for model in (Metric, EvalResult, MemberStatRow, Artifact):
+            table = model.__table__
+            conn.execute(table.delete().where(table.c.run_id == run_id))
+        # The status is checked again in the same transaction: a retry in between makes this delete nothing.
+        if conn.execute(RUN.delete().where(RUN.c.id == run_id, RUN.c.status.in_(list(FINAL_STATUSES)))).rowcount != 1:
+            raise RunEditError(f"run {run_id} is no longer finished; cancel it first (igat runs cancel {run_id})")
+    if delete_files and plan.folder is not None:
+        shutil.rmtree(plan.folder)
+    return plan

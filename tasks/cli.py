@@ -7,6 +7,7 @@ Celery, Redis and the store are imported inside the command functions, so ``igat
     igat worker [--gpu 0] [--queues gpu,cpu]                       # one worker per GPU
     igat submit CONFIG.yaml [--seeds 0,1,2] [--wait]
     igat runs [list|show|cancel|retry|requeue-stale] ...
+    igat runs [rename|note|tag|archive|unarchive|delete] ID ...
 """
 
 from __future__ import annotations
@@ -84,6 +85,28 @@ def register(subparsers) -> None:
         p = rs.add_parser(name, help=text)
         p.add_argument("run_ids", type=int, nargs="+")
         p.set_defaults(func=fn)
+    rn = rs.add_parser("rename", help="give a run a new name")
+    rn.add_argument("run_id", type=int)
+    rn.add_argument("name")
+    rn.set_defaults(func=cmd_runs_rename)
+    nt = rs.add_parser("note", help="replace a run's notes ('' clears them)")
+    nt.add_argument("run_id", type=int)
+    nt.add_argument("text")
+    nt.set_defaults(func=cmd_runs_note)
+    tg = rs.add_parser("tag", help="replace a run's tags (comma-separated, '' clears them)")
+    tg.add_argument("run_id", type=int)
+    tg.add_argument("tags")
+    tg.set_defaults(func=cmd_runs_tag)
+    for name, archived, text in (("archive", True, "hide a run from the dashboard's Runs table (nothing is removed)"),
+                                 ("unarchive", False, "show an archived run in the Runs table again")):
+        p = rs.add_parser(name, help=text)
+        p.add_argument("run_id", type=int)
+        p.set_defaults(func=cmd_runs_archive, archived=archived)
+    dl = rs.add_parser("delete", help="delete a finished run: its rows and its folder under $IGAT_HOME/runs")
+    dl.add_argument("run_id", type=int)
+    dl.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    dl.add_argument("--keep-files", action="store_true", help="delete the rows only; leave the run's folder")
+    dl.set_defaults(func=cmd_runs_delete)
     rq = rs.add_parser("requeue-stale", help="re-enqueue running runs whose worker died (stale heartbeat)")
     rq.add_argument("--stale-after", type=float, default=None, help="seconds (default IGAT_STALE_AFTER or 120)")
     rq.set_defaults(func=cmd_runs_requeue)
@@ -561,4 +584,95 @@ def cmd_runs_requeue(args: argparse.Namespace) -> int:
     except ConnectionError as exc:
         return _err(str(exc))
     print(f"re-queued: {', '.join(map(str, ids)) or 'none'}")
+    return 0
+
+
+def _edit(action: Callable[[], object], run_id: int) -> int | None:
+    """Run an edit of ``run_id``; its refusal (absent run, bad value) is one line and exit code 2."""
+    from tasks import api
+
+    try:
+        action()
+    except KeyError as exc:
+        return _err(str(exc.args[0]))
+    except api.RunEditError as exc:
+        return _err(f"run {run_id}: {exc}")
+    return None
+
+
+@_database_errors
+def cmd_runs_rename(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    failed = _edit(lambda: api.rename_run(args.run_id, args.name), args.run_id)
+    if failed is not None:
+        return failed
+    print(f"run {args.run_id}: renamed to {printable(api.get_run(args.run_id).name)}")
+    return 0
+
+
+@_database_errors
+def cmd_runs_note(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    failed = _edit(lambda: api.set_run_notes(args.run_id, args.text), args.run_id)
+    if failed is not None:
+        return failed
+    notes = api.get_run(args.run_id).notes
+    print(f"run {args.run_id}: notes {'saved (' + str(len(notes)) + ' characters)' if notes else 'cleared'}")
+    return 0
+
+
+@_database_errors
+def cmd_runs_tag(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    failed = _edit(lambda: api.set_run_tags(args.run_id, args.tags), args.run_id)
+    if failed is not None:
+        return failed
+    print(f"run {args.run_id}: tags {printable(api.get_run(args.run_id).tags) or '(none)'}")
+    return 0
+
+
+@_database_errors
+def cmd_runs_archive(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    failed = _edit(lambda: api.archive_run(args.run_id, args.archived), args.run_id)
+    if failed is not None:
+        return failed
+    print(f"run {args.run_id}: {'archived' if args.archived else 'unarchived'}")
+    return 0
+
+
+@_database_errors
+def cmd_runs_delete(args: argparse.Namespace) -> int:
+    from tasks import api
+
+    try:
+        plan = api.deletion_plan(args.run_id)
+    except KeyError as exc:
+        return _err(str(exc.args[0]))
+    if plan.blocked:
+        return _err(plan.blocked)
+    files = ("the folder is kept (--keep-files)" if args.keep_files else
+             f"the folder {plan.folder} ({api.size_text(plan.folder_bytes)})" if plan.folder else "no folder")
+    print(f"run {plan.run_id} {printable(plan.name)} ({plan.status}): {plan.rows_text()}; {printable(files)}")
+    if plan.kept:
+        print(f"note: {printable(plan.kept)}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            return _err(f"run {args.run_id}: not deleted; add --yes to delete without a prompt")
+        if input(f"delete run {args.run_id}? type its id to confirm: ").strip() != str(args.run_id):
+            print("not deleted")
+            return 1
+    try:
+        api.delete_run(args.run_id, delete_files=not args.keep_files)
+    except KeyError as exc:
+        return _err(str(exc.args[0]))
+    except api.RunEditError as exc:
+        return _err(str(exc))
+    except OSError as exc:  # the rows are gone; the folder could not be removed completely
+        return _err(f"run {args.run_id}: rows deleted, but its folder could not be removed: {exc}")
+    print(f"run {args.run_id}: deleted")
     return 0
