@@ -10,7 +10,10 @@
 # needs only the NVIDIA driver and the NVIDIA Container Toolkit. For an older driver build with a
 # wheel for an older CUDA from the PyTorch index, e.g.
 #   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .
-FROM python:3.11-slim-bookworm
+# PYTHON_BASE: only for building where Docker Hub cannot be reached - an image with Python 3.11 at
+# the same paths (/usr/local/bin/python, pip), e.g. deploy/standin/python.Containerfile. Leave it.
+ARG PYTHON_BASE=python:3.11-slim-bookworm
+FROM ${PYTHON_BASE}
 
 # Versions pinned to what the test suite runs with; keep within pyproject's bounds
 # (torch <= 2.14.1, torchvision <= 0.29.1) - tests/test_deploy.py checks that.

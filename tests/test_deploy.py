@@ -505,3 +505,50 @@ def test_dockerignore_sends_the_sources_and_keeps_secrets_out():
             if not src.startswith("--"):
                 assert not _dockerignored(src.rstrip("/"), patterns), src
                 assert (REPO / src).exists(), src
+
+
+# --- deploy/container-smoke.sh (the real build and run; by hand, never in pytest) -------------------------
+SMOKE = REPO / "deploy" / "container-smoke.sh"
+
+
+def test_container_smoke_script_parses_and_passes_shellcheck():
+    proc = subprocess.run(["bash", "-n", str(SMOKE)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert os.access(SMOKE, os.X_OK), "deploy/container-smoke.sh must be executable"
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    proc = subprocess.run([shellcheck, str(SMOKE), str(REPO / "deploy" / "standin" / "postgres-entrypoint.sh")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_base_is_the_official_image_unless_a_stand_in_is_asked_for():
+    ins = _dockerfile_instructions()
+    (frm,) = ins["FROM"]
+    assert frm == "${PYTHON_BASE}"
+    assert "PYTHON_BASE=python:3.11-slim-bookworm" in ins["ARG"]
+    # the stand-in has the same Debian release and Python minor
+    standin = (REPO / "deploy" / "standin" / "python.Containerfile").read_text()
+    assert "python3 -m venv /usr/local" in standin and "(3, 11)" in standin
+
+
+def test_compose_service_resolver_agrees_with_docker_compose(tmp_path, resolved):
+    """deploy/compose_service.py (what the smoke test runs) resolves services as docker-compose does."""
+    sys.path.insert(0, str(REPO / "deploy"))
+    try:
+        import compose_service
+    finally:
+        sys.path.pop(0)
+    env = compose_service.read_env_file(_env_file(tmp_path))
+    mine = compose_service.resolve(COMPOSE, env)
+    # `docker-compose config` prints a compose file, so it keeps `$$` escaped; the containers get `$`
+    theirs_all = yaml.safe_load(yaml.safe_dump(resolved).replace("$$", "$"))
+    for name in ("config-check", "redis", "postgres", "migrate", "dashboard", "worker", "worker-gpu1"):
+        theirs, ours = theirs_all["services"][name], mine["services"][name]
+        assert ours.get("command") == theirs.get("command"), name
+        assert {k: str(v) for k, v in (ours.get("environment") or {}).items()} == theirs.get("environment", {}), name
+        assert compose_service.healthcheck_test(ours) == (theirs.get("healthcheck") or {}).get("test"), name
+    with pytest.raises(compose_service.InterpolationError, match="set REDIS_PASSWORD in .env"):
+        compose_service.resolve(COMPOSE, {"POSTGRES_PASSWORD": "x"})
+    assert compose_service.interpolate("a$${X}b${Y:-d}${Z-e}", {"Y": "", "Z": ""}) == "a${X}bd"
