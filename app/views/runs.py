@@ -1,4 +1,5 @@
-"""Runs / queue: every run's status, progress, ETA, worker and duration; cancel, retry, clone."""
+"""Runs / queue: every run's status, progress, ETA, worker, duration and final accuracies (sortable, filterable,
+50 a page); cancel, retry, clone; rename, notes, tags, archive, delete; download config, results, checkpoint."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from app import data as D
-from app import tables
+from app import run_files, tables
+from app import run_table as RT
 from app.common import (
     PAGE_COMPARE,
     PAGE_LAUNCH,
@@ -40,8 +42,15 @@ def status_label(status: str, cancel_requested: bool) -> str:
     return status + (" (cancelling)" if cancel_requested and status not in D.FINAL else "")
 
 
-def table(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
+def first_line(text: str, limit: int = 80) -> str:
+    line = (text or "").strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def table(df: pd.DataFrame, metrics: pd.DataFrame | None = None, show_archived: bool = False) -> pd.DataFrame:
+    """The rows as shown; ``metrics`` (``run_table.metric_frame`` rows of the same runs) adds the accuracy
+    columns (percent, numeric so a column click sorts by value) and the best epoch."""
+    out = pd.DataFrame({
         "id": df["id"],
         "name": df["name"],
         "method": df["method"],
@@ -49,6 +58,12 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
         "seed": df["seed"],
         "variant": df["variant"],
         "status": [status_label(s, bool(c)) for s, c in zip(df["status"], df["cancel_requested"], strict=True)],
+    })
+    if metrics is not None:
+        for column in metrics.columns:
+            if column != "results":
+                out[column] = metrics.loc[df.index, column].to_numpy()
+    out = out.assign(**{
         "progress": df["progress"],
         "epoch": df["epoch"].astype(str) + "/" + df["total_epochs"].astype(str),
         "ETA": [eta_text(e, sc) for e, sc in zip(df["eta_s"], df["eta_scope"], strict=True)],
@@ -56,9 +71,28 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
         "worker": df["worker"],
         "experiment": df["experiment"],
         "tags": df["tags"],
+        "notes": df["notes"].map(first_line),
         "reason": df["error"].map(lambda e: (e.strip().splitlines() or [""])[-1][:160] if e else ""),
         "created": df["created_at"].map(fmt_time),
     })
+    if show_archived:
+        out["archived"] = df["archived"].astype(bool)
+    return out
+
+
+def column_config(metrics: pd.DataFrame) -> dict:
+    config = {
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+        "id": st.column_config.NumberColumn("id", format="%d"),
+        RT.BEST_EPOCH: st.column_config.NumberColumn(
+            RT.BEST_EPOCH, format="%d",
+            help="the epoch with the highest end-of-epoch probe PGD accuracy (natural when no PGD probe was logged)"),
+    }
+    for column in metrics.columns:
+        if column not in (RT.BEST_EPOCH, "results"):
+            config[column] = st.column_config.NumberColumn(
+                column, format="%.1f%%", help=f"final ensemble accuracy, {column} (empty: not evaluated)")
+    return config
 
 
 def _api():
@@ -93,6 +127,119 @@ def _retry(run_id: int, note: str) -> None:
         st.session_state["runs.pending_select"] = new_id  # applied before the selectbox is created
     except Exception as exc:  # noqa: BLE001
         st.session_state["runs.flash"] = ("error", f"Could not retry run #{run_id}: {short_error(exc)}")
+
+
+def _flash_call(action, done: str, failed: str) -> None:
+    """Run an API call from a callback; its outcome is the page's flash message (one line)."""
+    try:
+        action()
+        st.session_state["runs.flash"] = ("success", done)
+    except Exception as exc:  # noqa: BLE001 - shown to the user
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        st.session_state["runs.flash"] = ("error", f"{failed}: {message or short_error(exc)}")
+
+
+def _save_edits(run_id: int, row: dict) -> None:
+    """The edit form's submit: only the fields that changed are written (each refusal names its field)."""
+    api = _api()
+    name = st.session_state.get(f"runs.edit.name.{run_id}", row["name"])
+    notes = st.session_state.get(f"runs.edit.notes.{run_id}", row["notes"])
+    tags = st.session_state.get(f"runs.edit.tags.{run_id}", row["tags"])
+
+    def save() -> None:
+        if name.strip() != row["name"]:
+            api.rename_run(run_id, name)
+        if api.clean_notes(notes) != row["notes"]:
+            api.set_run_notes(run_id, notes)
+        if api.clean_tags(tags) != row["tags"]:
+            api.set_run_tags(run_id, tags)
+
+    _flash_call(save, f"Run #{run_id} saved.", f"Run #{run_id} not saved")
+
+
+def _archive(run_id: int, archived: bool) -> None:
+    word = "archived (hidden from this table unless 'Show archived' is on)" if archived else "unarchived"
+    _flash_call(lambda: _api().archive_run(run_id, archived), f"Run #{run_id} {word}.",
+                f"Could not {'archive' if archived else 'unarchive'} run #{run_id}")
+
+
+def _delete(run_id: int) -> None:
+    api = _api()
+    outcome: dict = {}
+
+    def delete() -> None:
+        outcome["plan"] = api.delete_run(run_id)
+
+    _flash_call(delete, f"Deleted run #{run_id}.", f"Run #{run_id} not deleted")
+    plan = outcome.get("plan")
+    if plan is not None:
+        removed = f"; removed {plan.folder} ({api.size_text(plan.folder_bytes)})" if plan.folder else ""
+        kept = f"; {plan.kept}" if plan.kept else ""
+        st.session_state["runs.flash"] = ("success", f"Deleted run #{run_id} ({plan.rows_text()}{removed}){kept}.")
+
+
+def manage(row: dict) -> None:
+    """Rename, notes, tags, archive and delete: the run's curation controls."""
+    run_id = int(row["id"])
+    with st.expander("Name, notes and tags"):
+        with st.form(f"runs.edit.{run_id}", border=False):
+            st.text_input("Name", value=row["name"], key=f"runs.edit.name.{run_id}", max_chars=200)
+            st.text_area("Notes", value=row["notes"], key=f"runs.edit.notes.{run_id}", height=100)
+            st.text_input("Tags", value=row["tags"], key=f"runs.edit.tags.{run_id}",
+                          help="comma-separated plain names, e.g. table1, baseline")
+            st.form_submit_button("Save", key=f"runs.edit.save.{run_id}", on_click=_save_edits, args=(run_id, row))
+    archived = bool(row["archived"])
+    cols = st.columns(2)
+    cols[0].button("Unarchive" if archived else "Archive", key=f"runs.archive.{run_id}",
+                   icon=":material/unarchive:" if archived else ":material/archive:",
+                   help="archived runs are hidden from this table unless 'Show archived' is on; nothing is removed",
+                   on_click=_archive, args=(run_id, not archived))
+    if cols[1].toggle("Delete…", key=f"runs.delete.open.{run_id}"):
+        delete_step(run_id)
+
+
+def delete_step(run_id: int) -> None:
+    """What deleting the run removes, and the confirmation (computed only once the user opens this step)."""
+    api = _api()
+    try:
+        plan = api.deletion_plan(run_id)
+    except KeyError as exc:
+        st.error(str(exc.args[0]))
+        return
+    if plan.blocked:
+        st.warning(f"Cannot delete: {plan.blocked}.")
+        return
+    folder = f"its folder `{plan.folder}` ({api.size_text(plan.folder_bytes)})" if plan.folder else "no folder"
+    st.markdown(f"Deleting run #{run_id} removes {plan.rows_text()} and {folder}.")
+    if plan.kept:
+        st.caption(plan.kept[0].upper() + plan.kept[1:] + ".")
+    what = " and its folder" if plan.folder else ""
+    confirmed = st.checkbox(f"Yes, delete run #{run_id}{what}", key=f"runs.delete.confirm.{run_id}")
+    st.button(f"Delete run #{run_id}", key=f"runs.delete.{run_id}", type="primary", icon=":material/delete:",
+              disabled=not confirmed, on_click=_delete, args=(run_id,))
+
+
+def downloads(row: dict) -> None:
+    """Config (YAML), results (CSV) and checkpoint; the checkpoint is read only when the user clicks."""
+    run_id = int(row["id"])
+    engine = get_engine()
+    cols = st.columns(3)
+    config = run_files.config_yaml(engine, run_id)
+    if config is not None:
+        cols[0].download_button("Config (YAML)", config, file_name=f"run-{run_id}-config.yaml",
+                                mime="application/x-yaml", key=f"runs.dl.config.{run_id}", on_click="ignore",
+                                icon=":material/download:")
+    cols[1].download_button("Results (CSV)", run_files.results_csv(engine, run_id),
+                            file_name=f"run-{run_id}-results.csv", mime="text/csv", key=f"runs.dl.results.{run_id}",
+                            on_click="ignore", icon=":material/download:")
+    offer = run_files.checkpoint_offer(row["checkpoint_path"], run_files.MAX_CHECKPOINT_BYTES)
+    if offer.path is None:
+        cols[2].caption(offer.message)
+        return
+    path = offer.path
+    cols[2].download_button(f"Checkpoint ({offer.message})", lambda: run_files.read_checkpoint(path),
+                            file_name=f"run-{run_id}-{path.name}", mime="application/octet-stream",
+                            key=f"runs.dl.checkpoint.{run_id}", on_click="ignore", icon=":material/download:")
 
 
 def details(row: dict) -> None:
@@ -133,7 +280,12 @@ def details(row: dict) -> None:
     cols[3].page_link(PAGE_LIVE, label="Live", icon=":material/monitoring:", query_params={"run": str(run_id)})
     cols[4].page_link(PAGE_MEMBERS, label="Members", icon=":material/groups:", query_params={"run": str(run_id)})
     cols[5].page_link(PAGE_COMPARE, label="Compare", icon=":material/compare_arrows:", query_params={"runs": str(run_id)})
+    if row["notes"]:
+        st.markdown("**Notes**")
+        st.text(row["notes"])
     results(run_id, status)
+    downloads(row)
+    manage(row)
     if row["kind"] == "study":  # its phases, progress and results live on the Studies page
         st.page_link(PAGE_STUDIES, label="Open this study", icon=":material/query_stats:",
                      query_params={"study": str(run_id)})
@@ -163,9 +315,12 @@ def runs_fragment(was_active: bool) -> None:
     active = bool((~df["status"].isin(D.FINAL)).any())
     if active != was_active:  # start/stop auto-refresh: redefine the fragment with a new run_every
         st.rerun()
+    metrics = RT.metric_frame(engine, df)  # finished runs come from the cache: only active ones are re-read
+    show_archived = bool(st.session_state.get("runs.show_archived", False))
     shown = D.filter_runs(df, st.session_state.get("runs.status"), st.session_state.get("runs.dataset"),
                           st.session_state.get("runs.defense"), st.session_state.get("runs.tag"),
                           st.session_state.get("runs.search", ""))
+    shown = RT.visible(shown, show_archived, bool(st.session_state.get("runs.has_results", False)), metrics)
     st.markdown(status_badges(shown))
     flash = st.session_state.pop("runs.flash", None)
     if flash:
@@ -173,22 +328,29 @@ def runs_fragment(was_active: bool) -> None:
     if shown.empty:
         st.info("No run matches these filters.")
         return
-    st.dataframe(
-        table(shown), hide_index=True, width="stretch", key="runs.table",
-        column_config={
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "id": st.column_config.NumberColumn("id", format="%d"),
-        },
-    )
-    ids = [int(i) for i in shown["id"]]
+    ordered = RT.sorted_runs(shown, metrics, st.session_state.get("runs.sort", RT.NEWEST),
+                             bool(st.session_state.get("runs.sort_desc", True)))
+    page = RT.page_of(len(ordered), st.session_state.get("runs.page", 1))
+    rows = ordered.iloc[page.first:page.stop]
+    st.dataframe(table(rows, metrics, show_archived), hide_index=True, width="stretch", key="runs.table",
+                 column_config=column_config(metrics))
+    pager = st.columns([1, 4])
+    if page.count > 1:
+        if st.session_state.get("runs.page") not in range(1, page.count + 1):
+            st.session_state["runs.page"] = page.number  # fewer pages after filtering: stay on the last one
+        pager[0].selectbox("Page", list(range(1, page.count + 1)), key="runs.page", label_visibility="collapsed",
+                           format_func=lambda n: f"page {n} of {page.count}")
+    pager[1].caption(page.caption())
+    ids = [int(i) for i in ordered["id"]]
     wanted = st.session_state.pop("runs.pending_select", None) or st.session_state.get("runs.selected") or query_int("run")
     if wanted not in ids:
-        wanted = ids[0]
+        wanted = ids[page.first]
     st.session_state["runs.selected"] = wanted
-    labels = {int(r["id"]): D.run_label(r) for r in shown.to_dict("records")}
+    labels = {int(r["id"]): D.run_label(r) for r in ordered[["id", "name", "method", "variant", "seed", "status"]]
+              .to_dict("records")}
     selected = st.selectbox("Run", ids, key="runs.selected", format_func=lambda i: labels.get(i, str(i)))
     set_query("run", selected)
-    details(shown[shown["id"] == selected].iloc[0].to_dict())
+    details(ordered[ordered["id"] == selected].iloc[0].to_dict())
 
 
 def body() -> None:
@@ -205,6 +367,17 @@ def body() -> None:
     all_tags = sorted({t for tags in df["tags"] for t in D.tag_list(tags)})
     cols[3].multiselect("Tag", all_tags, key="runs.tag", placeholder="any tag")
     cols[4].text_input("Search", key="runs.search", placeholder="name, experiment or method")
+    more = st.columns([2, 2, 3, 2, 3])
+    archived = int(df["archived"].astype(bool).sum())
+    more[0].toggle(f"Show archived ({archived})", key="runs.show_archived")
+    more[1].toggle("Has results", key="runs.has_results", help="only runs with stored evaluation results")
+    choices = RT.sort_choices(RT.metric_frame(engine, df))
+    if st.session_state.get("runs.sort") not in choices:
+        st.session_state["runs.sort"] = RT.NEWEST  # a metric column no run has any more
+    more[2].selectbox("Sort all runs by", choices, key="runs.sort",
+                      help="orders every matching run before the table is cut into pages of 50; a click on a column "
+                      "header sorts the page shown")
+    more[3].toggle("Descending", value=True, key="runs.sort_desc")
     active = bool((~df["status"].isin(D.FINAL)).any())
     st.fragment(run_every=REFRESH_SECONDS if active else None)(guarded(runs_fragment))(active)
 
