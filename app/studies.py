@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from app.charts import attack_label
 from igat import paper_values as P
 from tasks.store import Artifact, Run
-from tasks.studyjob import ANALYSIS_ARTIFACT, FOLDER_ARTIFACT, REPORT_ARTIFACT, study_dir
+from tasks.study_artifacts import ANALYSIS_ARTIFACT, FOLDER_ARTIFACT, REPORT_ARTIFACT, study_dir
 
 STUDY_COLUMNS = ["id", "name", "status", "phase", "progress", "defense", "scale", "dataset", "seeds", "arms",
                  "created_at", "started_at", "finished_at", "error", "cancel_requested", "spec"]

@@ -14,7 +14,8 @@ batch, or an evaluation at the next phase boundary.
 
 The study row's ``phase`` and ``progress`` say where it is; the analysis is stored as the artifact
 ``study_analysis`` after every finished evaluation (partial results) and at the end, with the markdown
-report as ``study_report``.
+report as ``study_report``. After the evaluation the Section-4 diagnostics of every arm
+(``igat.theory.study``) are stored as ``study_theory`` for the Theory page.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from sqlalchemy import select, update
 from tasks import runstate
 from tasks.callbacks import DBCallback, truncate_after
 from tasks.jobs import JobError, run_key, run_params
-from tasks.store import Run, RunStatus, igat_home, utcnow
+from tasks.store import Run, RunStatus, utcnow
+from tasks.study_artifacts import ANALYSIS_ARTIFACT, FOLDER_ARTIFACT, REPORT_ARTIFACT, study_dir
 
 if TYPE_CHECKING:
     from igat.config import ExperimentConfig
@@ -42,16 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("igat.tasks")
 RUN = Run.__table__
 OWNER_FILE = "owner.json"
-ANALYSIS_ARTIFACT = "study_analysis"
-REPORT_ARTIFACT = "study_report"
-FOLDER_ARTIFACT = "study_folder"
 # One evaluation (PGD-20 on the study's test images, every combiner) costs about one training epoch at
 # cpu-mini (500 images x 21 passes x 2 combiners vs 5,000 images x 4 passes); the progress bar counts it so.
 EVAL_UNITS = 1.0
-
-
-def study_dir(run_id: int) -> Path:
-    return igat_home() / "studies" / str(run_id)
 
 
 # --- validating a spec ----------------------------------------------------------------------------------
@@ -418,6 +413,25 @@ class PhaseCallback(DBCallback):
         return self._stop
 
 
+def store_study_theory(engine: Any, study_id: int, root: Path, say: Any) -> None:
+    """Section-4 diagnostics of the study's arms (``igat.theory.study``, cheap defaults: a few hundred
+    examples), stored as the artifact the Theory page reads. A failure is logged and stored as an error
+    note: the study's own results stand without it. Runs again on a retry (it is not resumable; minutes)."""
+    from igat.theory.constants import STUDY_ARTIFACT_NAME
+    from igat.theory.study import study_theory
+    from igat.training import TrainingCancelled
+
+    say("theory diagnostics of the arms (curvature, ambiguous pairs, 0-1 loss)")
+    try:
+        result = study_theory(root, progress=say)
+    except TrainingCancelled:  # a cancel requested meanwhile (raised by ``say``) ends the study as usual
+        raise
+    except Exception as exc:  # noqa: BLE001 - diagnostics must not fail a finished study
+        log.exception("study %s: theory diagnostics failed", study_id)
+        result = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    runstate.put_artifact(engine, study_id, STUDY_ARTIFACT_NAME, result)
+
+
 def run_study_phase(ctx: _Context) -> dict[str, Any]:
     """The body of the ``igat.study`` task (``tasks.jobs.execute`` claims, heartbeats and ends the row)."""
     from igat.config import ConfigError
@@ -434,6 +448,7 @@ def run_study_phase(ctx: _Context) -> dict[str, Any]:
     tracker.write(force=True)
     try:
         analysis = run_study(spec, root, progress=tracker.say, callbacks_for=tracker.callbacks_for)
+        store_study_theory(ctx.engine, ctx.run_id, root, tracker.say)
     except BaseException as exc:
         tracker.abort(exc)
         raise

@@ -108,6 +108,8 @@ def study_rows(db) -> int:
 def test_launcher_refuses_bad_input_by_field_and_shows_the_cost(db):
     at = app("studies")
     no_crash(at)
+    assert not at.info or not any("Estimated cost" in i.value for i in at.info)  # closed while studies exist
+    at.toggle(key="studies.open").set_value(True).run()
     assert any("Estimated cost: 12 training runs (3 seeds x pretrain, base, continued, igat)" in i.value
                for i in at.info)
     at.multiselect(key="studies.ablations").set_value(["hard"]).run()
@@ -176,6 +178,7 @@ def test_launcher_queues_a_study(db):
     client.flushdb()
     try:
         at = app("studies")
+        at.toggle(key="studies.open").set_value(True).run()
         at.selectbox(key="studies.dataset").set_value("synthetic")
         at.text_input(key="studies.seeds").set_value("4, 5")
         at.text_input(key="studies.name").set_value("from-the-page").run()

@@ -103,15 +103,20 @@ def field_errors(name: str) -> None:
             st.error(f"`{field}`: {msg}", icon=":material/error:")
 
 
-def launcher(defenses: list[str]) -> None:
+def launcher() -> None:
     ss = st.session_state
+    # Drawn only when asked for (or while there is something to fix): checking a spec and estimating its cost load
+    # the defense registry and PyTorch, which reading studies must not (the dashboard's memory and speed).
+    if ss.get(key("errors")):
+        ss[key("open")] = True
+    if not st.toggle("Launch a study", key=key("open"), help="the form, with the cost estimate of what it queues"):
+        return
+    defenses = defense_names()
     ss.setdefault(key("defense"), "adp" if "adp" in defenses else defenses[0])
     ss.setdefault(key("scale"), "cpu-mini")
     ss.setdefault(key("dataset"), "cifar10")
     ss.setdefault(key("seeds"), "0, 1, 2")
-    # Open while there is something to fix, or nothing to show below it yet.
-    opened = bool(ss.get(key("errors"))) or bool(ss.get(key("open")))
-    with st.expander("Launch a study", expanded=opened, icon=":material/science:"):
+    with st.container(border=True):
         c = st.columns([2, 2, 2, 3])
         with c[0]:
             st.selectbox("Defense", defenses, key=key("defense"), help="the base defense D the study asks about")
@@ -297,10 +302,10 @@ def body() -> None:
                "base continue it with its own recipe and fine-tune it with iGAT for the same epochs; evaluate all on "
                "the same images and attacks. Also on the command line: `igat study --submit`.")
     df = S.load_studies(get_engine())
-    st.session_state.setdefault(key("open"), df.empty)
-    launcher(defense_names())
+    launcher()
     if df.empty:
-        st.info("No studies yet: launch one above, or with `igat study --defense adp --seeds 0,1,2 --submit`.")
+        st.info("No studies yet: switch on *Launch a study* above, or run "
+                "`igat study --defense adp --seeds 0,1,2 --submit`.")
         return
     active = bool((~df["status"].isin(FINAL)).any())
     st.fragment(run_every=REFRESH_SECONDS if active else None)(guarded(studies_fragment))(active)
