@@ -32,7 +32,6 @@ from tasks.store import (
     Run,
     RunStatus,
     get_engine,
-    igat_home,
     session,
     utcnow,
 )
@@ -630,8 +629,10 @@ def _folder_bytes(folder: Path) -> int:
 def run_folder(run_id: int, kind: str) -> Path:
     """The folder the worker writes this run's files to: ``$IGAT_HOME/runs/<id>`` (a study:
     ``$IGAT_HOME/studies/<id>``)."""
-    if kind == "study":  # tasks.studyjob.study_dir, not imported: that module pulls torch into the dashboard
-        return igat_home() / "studies" / str(run_id)
+    if kind == "study":
+        from tasks.study_artifacts import study_dir  # not tasks.studyjob: it pulls torch into the dashboard
+
+        return study_dir(run_id)
     from tasks.jobs import run_dir
 
     return run_dir(run_id)

@@ -1,9 +1,10 @@
 """End-to-end: `igat up` (embedded broker, a worker, the dashboard) driven by a real headless Chromium.
 
-Launches a tiny synthetic run from the Launch form (YAML import + form edits), watches it reach
-``succeeded`` on the Runs page, and checks that Compare renders the Plotly chart. Screenshots of
-every page go to ``test-output/screenshots/`` at the repo root. Uses Debian's /usr/bin/chromium
-through Playwright (never a browser download).
+Launches two seeds of a small synthetic experiment from the Launch form (YAML import + form edits), follows
+the first on the Live page from step progress inside its first epoch to its evaluation phase, watches both
+reach ``succeeded`` on the Runs page, overlays their training curves on Compare and exports its chart as a
+PNG whose pixels have the page's colours. Screenshots of every page go to ``test-output/screenshots/`` at
+the repo root. Uses Debian's /usr/bin/chromium through Playwright (never a browser download).
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ SHOTS = ROOT / "test-output" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 
+# Sized so the first epoch lasts long enough to be seen in progress (100 steps of 2 ResNet-20 members on 32x32
+# images: ~30 s on a 2-core CPU) and the evaluation too (PGD-20 on 128 examples).
 TINY_YAML = """name: browser-smoke
 device: cpu
 tags: [browser]
-data: {dataset: synthetic, synthetic_train_size: 256, synthetic_test_size: 64, synthetic_image_size: 8, synthetic_classes: 4}
+data: {dataset: synthetic, synthetic_train_size: 6400, synthetic_test_size: 128, synthetic_image_size: 32, synthetic_classes: 4}
 model: {num_members: 4}
 defense: {name: standard}
 optim: {name: sgd, lr: 0.05}
-train: {epochs: 5, batch_size: 32, eval_examples: 32, eval_pgd_steps: 2, log_every: 1}
-eval: {num_examples: 32, batch_size: 32, attacks: [{name: natural}, {name: pgd, params: {steps: 3}}]}
+train: {epochs: 5, batch_size: 64, eval_examples: 32, eval_pgd_steps: 2, log_every: 1}
+eval: {num_examples: 128, batch_size: 64, attacks: [{name: natural}, {name: pgd, params: {steps: 20}}]}
 """
 
 
@@ -101,6 +104,25 @@ def settle(page, extra: float = 1.0) -> None:
     time.sleep(extra)
 
 
+def follow_progress(page, until: str, timeout: float) -> list[str]:
+    """The Live page's progress-bar texts, read every half second as its fragment refreshes, until one contains
+    ``until`` (or the run ended, or ``timeout`` seconds passed)."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bar = page.locator("[data-testid=stProgress]").first
+        try:
+            text = bar.inner_text(timeout=2_000)
+        except Exception:  # noqa: BLE001 - between two fragment runs the bar may be briefly absent
+            text = ""
+        if text and (not seen or seen[-1] != text):
+            seen.append(text)
+        if until in text or text.startswith(("succeeded", "failed", "cancelled")):
+            break
+        time.sleep(0.5)
+    return seen
+
+
 def shot(page, name: str, out_dir: Path) -> None:
     path = out_dir / f"{name}.png"
     page.screenshot(path=str(path))
@@ -139,28 +161,43 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
             page.get_by_role("button", name="Load into the form").click()
             settle(page)
             expect(page.get_by_text("Loaded config 'browser-smoke' from YAML")).to_be_visible()
-            for label, value in (("Members (N)", "2"), ("Epochs", "1"), ("Steps per epoch", "3")):
+            for label, value in (("Members (N)", "2"), ("Epochs", "1"), ("Steps per epoch", "100")):
                 field = page.get_by_role("spinbutton", name=label, exact=True)
                 field.fill(value)
                 field.press("Tab")  # commit the edit: the page reruns with it
                 settle(page)
+            seeds = page.get_by_role("textbox", name="Seeds", exact=True)
+            seeds.fill("0, 1")
+            seeds.press("Tab")
+            settle(page)
             # The YAML download is the form as it is now, edits included (nothing was queued or saved yet).
             with page.expect_download() as download:
                 page.get_by_role("button", name="Download this config (YAML)").click()
             exported = yaml.safe_load(Path(download.value.path()).read_text())
             assert exported["model"]["num_members"] == 2 and exported["train"]["epochs"] == 1
-            assert exported["train"]["steps_per_epoch"] == 3 and exported["name"] == "browser-smoke"
+            assert exported["train"]["steps_per_epoch"] == 100 and exported["name"] == "browser-smoke"
             shot(page, "launch", out)
             page.get_by_role("button", name="Queue", exact=True).click()
             settle(page)
             note = page.get_by_text(re.compile(r"Queued experiment #\d+: run\(s\) #\d+"))
             expect(note).to_be_visible()
-            run_id = int(re.search(r"run\(s\) #(\d+)", note.inner_text()).group(1))
+            run_ids = [int(i) for i in re.findall(r"#(\d+)", note.inner_text().split("run(s)", 1)[1])]
+            assert len(run_ids) == 2, note.inner_text()
+            run_id, other_id = run_ids
 
-            # Runs: the status badges refresh (fragment) until the run succeeded.
+            # Live: the bar moves inside the first epoch (step k of 100), then says the run is evaluating.
+            page.goto(base + f"/live?run={run_id}")
+            settle(page)
+            seen = follow_progress(page, until="evaluating", timeout=1800)
+            steps = [int(m.group(1)) for t in seen if (m := re.search(r"epoch 1/1, step (\d+) of 100", t))]
+            assert any(0 < k < 100 for k in steps), f"no step progress inside the first epoch in {seen[:20]}"
+            assert any("evaluating" in t for t in seen), seen[-5:]
+            shot(page, "live-evaluating", out)
+
+            # Runs: the status badges refresh (fragment) until both runs succeeded.
             page.goto(base + f"/?run={run_id}")
             settle(page)
-            expect(page.get_by_text("succeeded 1")).to_be_visible(timeout=240_000)
+            expect(page.get_by_text("succeeded 2")).to_be_visible(timeout=1_800_000)
             settle(page)
             shot(page, "runs", out)
 
@@ -170,12 +207,18 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
             expect(page.locator(".js-plotly-plot").first).to_be_visible()
             shot(page, "live", out)
 
-            # Compare: the grouped bar chart renders (Plotly DOM) with Table 1 below it.
-            page.goto(base + f"/compare?runs={run_id}")
+            # Compare: the grouped bar chart, Table 1, and both runs' training curves on one chart.
+            page.goto(base + f"/compare?runs={run_id},{other_id}")
             settle(page, 2.0)
             expect(page.locator(".js-plotly-plot").first).to_be_visible()
             expect(page.get_by_text(re.compile("Table 1: accuracy"))).to_be_visible()
+            expect(page.get_by_text("2 run(s) selected")).to_be_visible()
             assert page.locator(".js-plotly-plot .bars path").count() >= 2  # natural and PGD bars (average + max)
+            curves = page.locator(".js-plotly-plot", has=page.locator("text=/2 run\\(s\\)/"))
+            expect(curves).to_have_count(1)
+            assert curves.locator(".scatterlayer .trace").count() == 2, "the two runs' curves are not overlaid"
+            legend = curves.locator(".legend .traces").all_inner_texts()
+            assert [t.split()[0] for t in legend] == [f"#{run_id}", f"#{other_id}"], legend
             shot(page, "compare", out)
             # The exported PNG has the page's colours, not black bars.
             page.get_by_role("button", name="Render PNG").click()

@@ -1,0 +1,240 @@
+"""How fast does every dashboard page settle with a store of 500 runs? (issue 16's performance goal)
+
+Fills a fresh SQLite store with ``--runs`` runs (default 500) in ``--experiments`` experiments, ``--metrics``
+metric rows (default 100,000), ``--results`` evaluation rows (default 11,000) and member statistics, starts the
+dashboard alone (``streamlit run app/main.py``: no worker, no broker - the pages only read the store) and
+visits every page in Debian's headless Chromium through Playwright, twice (a first and a repeated visit).
+
+A page has *settled* when Streamlit's script run is over: the app root reports ``notRunning`` and the
+"running" status widget is gone. Printed per page: the seconds from navigation to settled for each visit,
+and the dashboard process's resident memory after it, plus whether PyTorch is loaded in that process (its
+shared library mapped), since the read-only pages must not import it. The goal is every page under 1.5 s.
+
+Usage:
+  python benchmarks/dashboard_pages.py [--runs 500] [--metrics 100000] [--results 11000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CHROMIUM = "/usr/bin/chromium"
+DEFENSES = ["adp", "gal", "trs", "dverge", "cldl", "soe"]
+ATTACKS = ["natural", "pgd", "cw", "signhunter", "autoattack"]
+GOAL_SECONDS = 1.5
+
+
+def fill_store(url: str, runs: int, experiments: int, metric_rows: int, results: int, seed: int = 0) -> dict[str, int]:
+    """A store shaped like a busy lab's: groups of seeds and ablations, mostly finished runs, a few active."""
+    from sqlmodel import Session
+
+    from igat.config import ExperimentConfig
+    from tasks.store import EvalResult, Experiment, MemberStatRow, Metric, Run, init_db, utcnow
+
+    rng = random.Random(seed)
+    engine = init_db(url)
+    base_config = ExperimentConfig().to_dict()
+    now = utcnow()
+    per_run_metrics = max(metric_rows // runs, 8)
+    per_run_results = max(results // runs, 2)
+    counts = {"runs": 0, "metrics": 0, "results": 0, "member_stats": 0}
+    with Session(engine) as s:
+        exps = []
+        for e in range(experiments):
+            kind = rng.choice(["seeds", "seeds", "ablation", "single"])
+            exps.append(Experiment(name=f"exp-{e}-{kind}", kind=kind, created_at=now - timedelta(hours=experiments - e)))
+        s.add_all(exps)
+        s.flush()
+        run_objs = []
+        for r in range(runs):
+            exp = exps[r % experiments]
+            defense, igat = rng.choice(DEFENSES), rng.random() < 0.5
+            config = json.loads(json.dumps(base_config))
+            config["defense"] = {"name": defense, "params": {}}
+            config["igat"]["enabled"] = igat
+            config["seed"] = r % 5
+            config["name"] = f"{defense}-{r}"
+            status = "succeeded" if r >= 10 else rng.choice(["running", "queued", "failed", "cancelled"])
+            created = now - timedelta(minutes=5 * (runs - r))
+            run_objs.append(Run(
+                experiment_id=exp.id, name=config["name"], kind="train", config_json=json.dumps(config),
+                dataset="cifar10", defense=defense, igat=igat, seed=r % 5, tags=rng.choice(["", "paper", "cpu,quick"]),
+                variant=rng.choice(["", "hard", "beta0"]) if exp.kind == "ablation" else f"seed{r % 5}",
+                status=status, progress=1.0 if status == "succeeded" else 0.4, epoch=5, total_epochs=5,
+                created_at=created, started_at=created + timedelta(seconds=30),
+                finished_at=None if status in ("running", "queued") else created + timedelta(minutes=4),
+                heartbeat_at=now, worker="bench@host", checkpoint_path=f"/nonexistent/run-{r}/last.pt"))
+        s.add_all(run_objs)
+        s.flush()
+        counts["runs"] = len(run_objs)
+        for run in run_objs:
+            epochs = 5
+            epoch_names = ["train_loss", "test_nat_acc_average", "test_pgd_acc_average", "epoch_seconds"]
+            steps = per_run_metrics - epochs * len(epoch_names)
+            for i in range(steps):
+                s.add(Metric(run_id=run.id, scope="step", step=i, epoch=i * epochs // max(steps, 1), name="train_loss",
+                             value=2.3 * (0.995 ** i) + rng.random() * 0.05))
+            for ep in range(1, epochs + 1):
+                for name in epoch_names:
+                    value = {"train_loss": 2.0 / ep, "test_nat_acc_average": 0.4 + 0.08 * ep + rng.random() * 0.02,
+                             "test_pgd_acc_average": 0.1 + 0.05 * ep, "epoch_seconds": 40.0}[name]
+                    s.add(Metric(run_id=run.id, scope="epoch", step=ep, epoch=ep, name=name, value=value))
+            counts["metrics"] += per_run_metrics
+            if run.status != "succeeded":
+                continue
+            made = 0
+            for target in ["ensemble"] + [f"member_{m}" for m in range(8)]:
+                for combiner in ("average", "max"):
+                    for attack in ATTACKS:
+                        if made >= per_run_results:
+                            break
+                        acc = rng.uniform(0.05, 0.9) if attack != "natural" else rng.uniform(0.6, 0.9)
+                        s.add(EvalResult(run_id=run.id, target=target, combiner=combiner, attack=attack, accuracy=acc,
+                                         num_examples=1000, ci_low=acc - 0.03, ci_high=acc + 0.03,
+                                         eval_key=f"bench-{run.id}-{made}"))
+                        made += 1
+            counts["results"] += made
+            for ep in range(1, 6):
+                for m in range(8):
+                    s.add(MemberStatRow(run_id=run.id, epoch=ep, member=m, statistic="allocated", value=rng.random()))
+                    counts["member_stats"] += 1
+        s.commit()
+    return counts
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+
+def torch_loaded(pid: int) -> bool:
+    """Whether the process has PyTorch's shared library mapped (i.e. some page imported torch)."""
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def settle_seconds(page, url: str) -> float:
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=120_000)
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=120_000)
+    return time.perf_counter() - t0
+
+
+def script_seconds(url: str, page: str, query: dict[str, str]) -> float:
+    """The server's share: one warm script run of the page (AppTest, in this process, same store)."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["IGAT_DATABASE_URL"] = url
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    if page != "runs":
+        at.switch_page(f"views/{page}.py")
+    at.run()  # first visit: imports, caches
+    t0 = time.perf_counter()
+    at.run()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=500)
+    ap.add_argument("--experiments", type=int, default=100)
+    ap.add_argument("--metrics", type=int, default=100_000)
+    ap.add_argument("--results", type=int, default=11_000)
+    ap.add_argument("--keep", default=None, help="keep the store in this folder (default: a temporary one)")
+    args = ap.parse_args()
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="igat-dash-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{work / 'igat.db'}"
+    t0 = time.perf_counter()
+    counts = fill_store(url, args.runs, args.experiments, args.metrics, args.results)
+    print(f"store: {counts} in {time.perf_counter() - t0:.1f} s ({url})", flush=True)
+
+    port = free_port()
+    env = {**os.environ, "IGAT_DATABASE_URL": url, "IGAT_HOME": str(work / "home")}
+    env.pop("IGAT_BROKER_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port",
+                               str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("error: the dashboard did not start within 90 s") from None
+                time.sleep(0.3)
+        print(f"dashboard up, {rss_mb(server.pid):.0f} MB", flush=True)
+        some = ",".join(str(i) for i in range(args.runs - 49, args.runs + 1))  # 50 evaluated runs on Compare
+        pages = [("Runs", "/"), ("Live", f"/live?run={args.runs}"), ("Compare (2 runs)", f"/compare?runs={args.runs},{args.runs - 1}"),
+                 ("Compare (50 runs)", f"/compare?runs={some}"), ("Members", f"/members?run={args.runs}"),
+                 ("Ablation", "/ablation"), ("Studies", "/studies"), ("Theory", "/theory"), ("Launch", "/launch")]
+        scripts = {}
+        for name, path in pages:
+            page = path.strip("/").split("?")[0] or "runs"
+            query = dict(q.split("=", 1) for q in path.split("?", 1)[1].split("&")) if "?" in path else {}
+            scripts[name] = script_seconds(url, page, query)
+        from playwright.sync_api import sync_playwright
+
+        rows = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            settle_seconds(page, base + "/")  # the first connection (websocket, static assets) is not a page's cost
+            for name, path in pages:
+                first = settle_seconds(page, base + path)
+                again = settle_seconds(page, base + path)
+                rows.append((name, first, again, scripts[name], rss_mb(server.pid), torch_loaded(server.pid)))
+                print(f"{name:18s} first {first:5.2f} s  again {again:5.2f} s  script {scripts[name]:5.2f} s  "
+                      f"rss {rows[-1][4]:6.0f} MB  torch {rows[-1][5]}", flush=True)
+            browser.close()
+        worst = max(max(r[1], r[2]) for r in rows)
+        print("\n| page | first visit (s) | again (s) | server script run (s) | dashboard RSS after (MB) | torch loaded |"
+              "\n|---|---|---|---|---|---|")
+        for name, first, again, script, rss, torch in rows:
+            print(f"| {name} | {first:.2f} | {again:.2f} | {script:.2f} | {rss:.0f} | {'yes' if torch else 'no'} |")
+        print(f"\nslowest page {worst:.2f} s; goal < {GOAL_SECONDS} s: {'met' if worst < GOAL_SECONDS else 'NOT met'}")
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
