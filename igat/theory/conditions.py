@@ -6,11 +6,14 @@ conditions use them as they are, like the theorem does).
 
 Condition 1, per pair (i, j) and per ordering (both orderings are checked, as the assumption
 holds "for any example from the pair"):  f_{y_i}(x_i) >= 0.5 + 1/J  and  f_{y_i}(x_j) <= 0.5 + 1/J.
-The assumption asks this to happen with probability p >= 42.5 %; p is estimated as the
-fraction of orderings.
+The assumption asks this to happen with probability p >= 42.5 % over h in H, for *every* ordering.
+``acceptable_fractions`` gives one classifier's fraction of orderings (the pooled p when averaged
+over models); ``assumption_verdict`` estimates p per ordering over several models and judges the
+assumption as stated: every ordering must reach 42.5 %.
 
 Condition 2, per example: with yhat = argmax f(x),  f_c(x) <= (1 - f_yhat(x)) / (C - 1)  for
-every c not in {y, yhat} (for C = 2 it holds whenever the scores sum to 1; the max combiner's need not). Read literally, for a *correctly* classified example
+every c not in {y, yhat} (for C = 2 it holds whenever the scores sum to 1, so it constrains
+nothing; the max combiner's scores need not sum to 1). Read literally, for a *correctly* classified example
 (yhat = y) and C > 2 it requires all other scores to be equal (they sum to 1 - f_y and each may be
 at most (1 - f_y)/(C - 1)), so it rarely holds for softmax outputs; we implement it as stated
 (ties count, with a 1e-7 tolerance) and report it separately from condition 1.
@@ -19,11 +22,15 @@ at most (1 - f_y)/(C - 1)), so it rarely holds for softmax outputs; we implement
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-P_THRESHOLD = 0.425  # the sufficient probability of Assumption 4.4 / Theorem 4.1
+from igat.theory.constants import P_THRESHOLD
+
+__all__ = ["P_THRESHOLD", "ConditionFractions", "acceptable_fractions", "assumption_verdict", "condition1_mask",
+           "condition2_mask", "per_ordering_p"]
 
 
 @dataclass
@@ -93,3 +100,65 @@ def acceptable_fractions(scores: Tensor, y: Tensor, pairs: Tensor, j: float) -> 
         n_orderings=int(len(first)),
         n_examples=int(len(used)),
     )
+
+
+def per_ordering_p(member_scores: Tensor, y: Tensor, pairs: Tensor, j: float) -> Tensor:
+    """[2P] for each ordering (i, j) of each pair, the fraction of the M models meeting condition 1.
+
+    member_scores: [M, n, C] scores of M classifiers drawn from H. Assumption 4.4 asks this
+    probability (over h in H) to be >= 42.5 % for *every* ordering, not on average.
+    """
+    a, b = pairs[:, 0], pairs[:, 1]
+    first, second = torch.cat([a, b]), torch.cat([b, a])
+    hits = torch.stack([condition1_mask(s[first], s[second], y[first], j) for s in member_scores])  # [M, 2P]
+    return hits.double().mean(dim=0)
+
+
+def _spread(values: Tensor) -> dict[str, float | None]:
+    if len(values) == 0:
+        return {"min": None, "q10": None, "median": None, "mean": None, "max": None}
+    v = values.double()
+    return {"min": float(v.min()), "q10": float(torch.quantile(v, 0.1)), "median": float(torch.quantile(v, 0.5)),
+            "mean": float(v.mean()), "max": float(v.max())}
+
+
+def assumption_verdict(member_scores: Tensor, y: Tensor, pairs: Tensor, j: float) -> dict[str, Any]:
+    """Assumption 4.4 judged as the paper states it, over M models (draws from H) on the pair set.
+
+    Condition 1 must reach p >= 42.5 % for every ordering (each example of each pair), where p is
+    the fraction of models meeting it; condition 2 must hold for every example, for every model.
+    The pooled p (mean over orderings) is reported beside it but does not decide the verdict.
+    """
+    if j <= 2:
+        raise ValueError(f"J must be > 2, got {j}")
+    if member_scores.dim() != 3 or member_scores.shape[1] != len(y):
+        raise ValueError(f"member_scores must be [M, n, C] with n = len(y) = {len(y)}, got {tuple(member_scores.shape)}")
+    m, _, c = member_scores.shape
+    if len(pairs) == 0:
+        return {"n_models": m, "n_orderings": 0, "n_examples": 0, "holds": None,
+                "verdict": "no ambiguous pairs: Assumption 4.4 cannot be judged"}
+    p = per_ordering_p(member_scores, y, pairs, j)
+    used = torch.unique(pairs.flatten())
+    c2 = torch.stack([condition2_mask(s, y) for s in member_scores])[:, used].double()  # [M, n_used]
+    c1_share = float((p >= P_THRESHOLD).double().mean())
+    c2_always = float((c2.min(dim=0).values == 1).double().mean())
+    c1_holds, c2_holds = bool((p >= P_THRESHOLD).all()), bool((c2 == 1).all())
+    vacuous = c == 2
+    verdict = (f"condition 1 reaches p >= {P_THRESHOLD:.1%} for {c1_share:.1%} of the {len(p)} orderings "
+               f"(min p = {float(p.min()):.3f} over {m} models; pooled p = {float(p.mean()):.3f}); condition 2 holds "
+               f"for every model on {c2_always:.1%} of the {len(used)} examples"
+               + (" (vacuous with C = 2)" if vacuous else "")
+               + f": Assumption 4.4 {'holds' if c1_holds and c2_holds else 'does not hold'}"
+               + ("" if c1_holds and c2_holds else
+                  f" ({' and '.join(n for n, ok in (('condition 1', c1_holds), ('condition 2', c2_holds)) if not ok)}"
+                  f" {'fail' if not (c1_holds or c2_holds) else 'fails'})"))
+    return {
+        "n_models": m, "n_orderings": int(len(p)), "n_examples": int(len(used)), "num_classes": int(c),
+        "condition1": {"pooled_p": float(p.mean()), "share_of_orderings_meeting": c1_share, "holds": c1_holds,
+                       "per_ordering_p": _spread(p),
+                       "histogram": [int((p == k / m).sum()) for k in range(m + 1)]},
+        "condition2": {"pooled": float(c2.mean()), "share_of_examples_all_models": c2_always, "holds": c2_holds,
+                       "vacuous": vacuous, "per_example_fraction": _spread(c2.mean(dim=0))},
+        "holds": c1_holds and c2_holds,
+        "verdict": verdict,
+    }

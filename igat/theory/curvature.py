@@ -12,6 +12,11 @@ Three ways to pick delta (``delta_mode``):
   * ``random`` - a uniformly random direction with L2 norm eps * sqrt(d), i.e. the L2 length of
                  an eps-sign step, so the three modes probe comparable distances.
 Perturbed points are clipped to the [0, 1] pixel box and delta is the *actual* difference.
+
+The loss is the paper's l_CE = -log f_y(x): cross-entropy on a member's logits, and -log of the
+combined score on an ensemble's output (for the max combiner the scores do not sum to 1, and
+they are not renormalised). ``pgd`` deltas come from the library's attack (cross-entropy on the
+model's log-output); the delta only picks the direction and distance at which eq. (2) is measured.
 """
 
 from __future__ import annotations
@@ -57,6 +62,22 @@ def ce_loss_fn(model: nn.Module, y: Tensor) -> LossFn:
     return lambda x: F.cross_entropy(model(x), y, reduction="none")
 
 
+def nll_loss_fn(log_score_model: nn.Module, y: Tensor) -> LossFn:
+    """Per-example -log f_y(x) of a model returning log-scores log f(x), *without* renormalising.
+
+    The max combiner's scores max_m f^m(x) do not sum to 1; cross-entropy on their log would
+    compute -log(f_y / sum_c f_c) instead of the paper's l_CE = -log f_y.
+    """
+    return lambda x: F.nll_loss(log_score_model(x), y, reduction="none")
+
+
+def loss_fn_of(model: nn.Module, y: Tensor) -> LossFn:
+    """The l_CE of eq. (2) for a target: -log f_y on an ensemble's combined scores, CE on a member's logits."""
+    from igat.models.ensemble import CombinedModel
+
+    return nll_loss_fn(model, y) if isinstance(model, CombinedModel) else ce_loss_fn(model, y)
+
+
 def make_delta(
     model: nn.Module,
     x: Tensor,
@@ -75,7 +96,7 @@ def make_delta(
         step = step_size if step_size is not None else eps / 4
         x_adv = pgd(model, x, y, eps=eps, step_size=step, steps=pgd_steps, random_start=True, generator=generator)
     elif mode == "sign":
-        x_adv = x + eps * input_gradient(ce_loss_fn(model, y), x).sign()
+        x_adv = x + eps * input_gradient(loss_fn_of(model, y), x).sign()  # ascent: the loss grows
     elif mode == "random":
         dev = generator.device if generator is not None else torch.device("cpu")
         u = torch.randn(x.shape, generator=generator, device=dev).to(x.device, x.dtype)
@@ -98,7 +119,7 @@ def model_curvature(
     batch_size: int = 128,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """lambda_f(x, delta) of one model for every example (batched), CE on the model's output."""
+    """lambda_f(x, delta) of one model for every example (batched), l_CE as :func:`loss_fn_of` picks it."""
     was_training = model.training
     model.eval()
     out = []
@@ -106,7 +127,7 @@ def model_curvature(
         for s in range(0, len(x), batch_size):
             xb, yb = x[s : s + batch_size], y[s : s + batch_size]
             delta = make_delta(model, xb, yb, mode, eps, pgd_steps, generator=generator)
-            out.append(loss_curvature(ce_loss_fn(model, yb), xb, delta))
+            out.append(loss_curvature(loss_fn_of(model, yb), xb, delta))
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -9,10 +9,12 @@ Result keys (version 1; all floats finite or None):
            {num_examples, targets{member_i: {m_norm, m_pinv_norm (distributions), B0, B, rank_min}}, B0, B},
   pairs{mode, split, pool_size, num_pairs, tau, eq10{J, xi, lambda_tilde, B, C, tau} | None,
         implied_J_kth (J making the largest kept distance the eq.-10 threshold) | None,
+        definition_4_3{ambiguous, implied_J, xi, xi_needed_at_J, lambda_tilde_sq, verdict} | None,
         distances (distribution of kept pair distances), nearest_other_class (distribution over the pool),
         listed [[i, j, dist], ...] (first max_pairs_listed, pool indices)},
   conditions{J, threshold, targets{member_i | ensemble_<comb>: {condition1, condition2, both, p,
-             meets_threshold, n_orderings, n_examples}}, members_pooled{...}},
+             meets_threshold, n_orderings, n_examples}}, members_pooled{...},
+             assumption (Assumption 4.4 per ordering over the members, see conditions.assumption_verdict)},
   zero_one  (None with fewer than 2 members or no pairs; see igat.theory.zero_one.theorem_check),
   reference (None, or {checkpoint, curvature{targets, lambda_tilde}} for params.reference_checkpoint),
   notes [str], seconds{...}.
@@ -22,66 +24,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor
 
 from igat.config import ConfigError
 from igat.models.combiners import combine
 from igat.models.ensemble import Ensemble
-from igat.theory.conditions import P_THRESHOLD, acceptable_fractions
+from igat.theory.conditions import P_THRESHOLD, acceptable_fractions, assumption_verdict
+from igat.theory.constants import ARTIFACT_NAME
 from igat.theory.curvature import curvature_distributions
 from igat.theory.pairs import cross_class_pairs, eq10_threshold, implied_j
+from igat.theory.params import TheoryParams, parse_params
 from igat.theory.spectral import spectral_bounds
 from igat.theory.summary import distribution, jsonable
 from igat.theory.zero_one import theorem_check
 
 RESULT_VERSION = 1
-ARTIFACT_NAME = "theory"
-
-
-class TheoryParams(BaseModel):
-    """Knobs of the diagnostics; bad values raise ConfigError naming ``params.<field>``."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    num_examples: int = Field(200, ge=1, le=10000, description="test examples for curvature (equidistant)")
-    delta_mode: Literal["pgd", "sign", "random"] = Field("pgd", description="how delta of eq. (2) is chosen")
-    eps: float = Field(8 / 255, gt=0.0, le=1.0, description="L-inf radius of delta (random: L2 norm eps*sqrt(d))")
-    pgd_steps: int = Field(10, ge=1, le=1000, description="PGD iterations for delta_mode=pgd (step eps/4)")
-    combiners: list[Literal["average", "max"]] = Field(["average", "max"], description="ensemble outputs analysed")
-    pair_split: Literal["test", "train"] = Field("test", description="split searched for ambiguous pairs")
-    pair_pool: int | None = Field(2000, ge=2, le=100000, description="equidistant examples searched (None: all)")
-    pair_mode: Literal["knn", "eq10"] = Field("knn", description="k closest cross-class pairs, or eq. (10) threshold")
-    k_pairs: int = Field(100, ge=1, le=100000, description="pairs kept (eq10 mode: at most this many)")
-    J: float = Field(4.0, gt=2.0, le=1e9, description="control variable J of Def. 4.3 / Assumption 4.4 (> 2)")
-    xi: float = Field(0.0, description="xi of eq. (10), must be < lambda~^2")
-    lambda_quantile: float = Field(1.0, gt=0.0, le=1.0, description="lambda~ = this quantile of the curvature")
-    lambda_tilde: float | None = Field(None, gt=0.0, description="override the measured lambda~")
-    B: float | None = Field(None, gt=0.0, description="override the measured B = max ||M_h^+||")
-    spectral_examples: int = Field(16, ge=0, le=5000, description="first curvature examples used for ||M_h||, ||M_h^+|| (0: skip)")
-    ci_method: Literal["wilson", "bootstrap"] = "bootstrap"
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    bootstrap_resamples: int = Field(1000, ge=100, le=100000)
-    histogram_bins: int = Field(30, ge=5, le=200)
-    batch_size: int = Field(100, ge=1, le=4096)
-    max_pairs_listed: int = Field(50, ge=0, le=10000)
-    reference_checkpoint: str | None = Field(None, description="second checkpoint whose curvature is compared")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(0, ge=0)
-
-
-def parse_params(params: dict[str, Any] | TheoryParams | None) -> TheoryParams:
-    if isinstance(params, TheoryParams):
-        return params
-    if params is not None and not isinstance(params, dict):
-        raise ConfigError([("params", f"must be a mapping, got {type(params).__name__}")])
-    try:
-        return TheoryParams(**(params or {}))
-    except ValidationError as exc:
-        raise ConfigError.from_validation(exc, prefix="params.") from None
+__all__ = ["ARTIFACT_NAME", "RESULT_VERSION", "TheoryParams", "diagnose", "parse_params", "run_diagnostics"]
 
 
 def _device(name: str) -> torch.device:
@@ -139,6 +100,30 @@ def score_tables(ensemble: Ensemble, x: Tensor, combiners: list[str], batch_size
     return tables
 
 
+def def43_verdict(kth: float, implied: float, lam: float, b: float, num_classes: int, j: float,
+                  xi: float) -> dict[str, Any]:
+    """Are the kept pairs ambiguous in the sense of Definition 4.3 with the measured lambda~ and B?
+
+    Eq. (10) with the given xi admits the largest kept distance for J = ``implied``; the pairs are
+    ambiguous iff that J exceeds 2. Since xi <= lambda~^2 is free in the paper, we also report the xi
+    that would admit them at the chosen J: with xi that close to lambda~^2 any pair qualifies, so the
+    definition only constrains anything once xi is fixed (xi = 0 here unless set).
+    """
+    gap_needed = 1.0 / (j * b * num_classes**0.5 * kth) if kth > 0 else None  # lambda~^2 - xi must be <= this
+    xi_needed = lam**2 - gap_needed if gap_needed is not None else None
+    ambiguous = implied > 2
+    verdict = (f"Definition 4.3 with the measured lambda~ = {lam:.3g}, B = {b:.3g}, xi = {xi:g}: the kept pairs "
+               f"(distance <= {kth:.3g}) need J = {implied:.3g} "
+               + ("> 2, so they are ambiguous pairs" if ambiguous else
+                  "<= 2, so they are not ambiguous pairs (eq. 10 requires J > 2)")
+               + (f"; at J = {j:g} they would need lambda~^2 - xi <= {gap_needed:.3g} (lambda~^2 = {lam**2:.3g}): "
+                  "xi is free in the paper, so only a fixed xi makes the definition constrain anything"
+                  if gap_needed is not None and not ambiguous else ""))
+    return {"ambiguous": ambiguous, "implied_J": implied, "xi": xi, "xi_needed_at_J": xi_needed,
+            "gap_needed_at_J": gap_needed,
+            "lambda_tilde_sq": lam**2, "verdict": verdict}
+
+
 def pairs_and_conditions(
     ensemble: Ensemble,
     pool_x: Tensor,
@@ -170,19 +155,22 @@ def pairs_and_conditions(
         search = cross_class_pairs(pool_x, pool_y, k=p.k_pairs)
     kth = float(search.distances.max()) if len(search) else None
     implied = None
+    ambiguity = None
     if kth is not None and lam is not None and bb is not None and p.xi < lam**2:
         implied = implied_j(kth, lam, bb, num_classes, p.xi)
+        ambiguity = def43_verdict(kth, implied, lam, bb, num_classes, p.J, p.xi)
         if implied <= 2:
-            notes.append(f"the kept pairs need J={implied:.3g} <= 2 under eq. (10): they are not ambiguous pairs "
-                         "in the strict sense of Definition 4.3 with the measured lambda~ and B")
+            notes.append(ambiguity["verdict"])
     listed = [[int(i), int(j), float(d)] for (i, j), d in zip(search.pairs[: p.max_pairs_listed].tolist(),
                                                            search.distances[: p.max_pairs_listed].tolist())]
     pairs_out = {"mode": p.pair_mode, "split": split, "pool_size": int(len(pool_x)), "num_pairs": len(search),
                  "tau": tau if p.pair_mode == "eq10" else kth, "eq10": eq10, "implied_J_kth": implied,
+                 "definition_4_3": ambiguity,
                  "distances": distribution(search.distances, p.histogram_bins),
                  "nearest_other_class": distribution(search.nn_distance, p.histogram_bins), "listed": listed}
 
-    cond: dict[str, Any] = {"J": p.J, "threshold": P_THRESHOLD, "targets": {}, "members_pooled": None}
+    cond: dict[str, Any] = {"J": p.J, "threshold": P_THRESHOLD, "targets": {}, "members_pooled": None,
+                            "assumption": None}
     zero_one = None
     if len(search):
         used = torch.unique(search.pairs.flatten())
@@ -208,6 +196,8 @@ def pairs_and_conditions(
         }
         cond["members_pooled"]["p"] = cond["members_pooled"]["condition1"]
         cond["members_pooled"]["meets_threshold"] = cond["members_pooled"]["p"] >= P_THRESHOLD
+        # ... but the assumption asks p >= 42.5 % for every ordering: judge it per ordering over the members
+        cond["assumption"] = assumption_verdict(tables["members"], y_used, local_pairs, p.J)
         if len(tables["members"]) >= 2:
             zero_one = theorem_check(tables["members"], y_used, local_pairs, p.ci_method, p.confidence,
                                      p.bootstrap_resamples, p.seed)

@@ -84,6 +84,7 @@ def cross_class_pairs(
     nn_index = torch.full((n,), -1, dtype=torch.long, device=flat.device)
     nn_dist = torch.full((n,), math.inf, device=flat.device)
     cols = torch.arange(n, device=flat.device)
+    sq_norm = flat.square().sum(dim=1)
     for s in range(0, n, rows):
         e = min(n, s + rows)
         d = torch.cdist(flat[s:e], flat)  # [b, n]
@@ -95,7 +96,12 @@ def cross_class_pairs(
         # unordered pairs: keep j > i only
         d = d.masked_fill(cols[None, :] <= torch.arange(s, e, device=flat.device)[:, None], math.inf)
         if max_distance is not None:
-            d = d.masked_fill(d > max_distance, math.inf)
+            # cdist's float32 matrix-multiply path computes |a|^2 + |b|^2 - 2 a.b, whose rounding error
+            # grows with |a|^2 + |b|^2 (a pair exactly at tau can come out above it, depending on the
+            # chunk): keep every candidate within that error here, apply the exact threshold after
+            # recomputing the kept distances in float64
+            slack = 1e-5 * (sq_norm[s:e, None] + sq_norm[None, :])
+            d = d.masked_fill(d.square() > max_distance**2 + slack, math.inf)
         fd = d.reshape(-1)
         if k is None:
             idx = torch.nonzero(torch.isfinite(fd)).squeeze(1)
@@ -108,11 +114,15 @@ def cross_class_pairs(
         if k is not None and len(best_d) > k:
             best_d, keep = best_d.topk(k, largest=False)
             best_ij = best_ij[keep]
-    # exact distances for the kept pairs, then sort (ties broken by index for determinism)
-    exact = (flat[best_ij[:, 0]] - flat[best_ij[:, 1]]).norm(dim=1) if len(best_ij) else best_d
+    # exact (float64) distances for the kept pairs, the exact threshold, then sort (ties broken by index)
+    exact = ((flat[best_ij[:, 0]].double() - flat[best_ij[:, 1]].double()).norm(dim=1) if len(best_ij)
+             else best_d.double())
+    if max_distance is not None:
+        inside = exact <= max_distance
+        exact, best_ij = exact[inside], best_ij[inside]
     order = sorted(range(len(exact)), key=lambda t: (float(exact[t]), int(best_ij[t, 0]), int(best_ij[t, 1])))
     order_t = torch.tensor(order, dtype=torch.long, device=flat.device)
     valid = nn_index >= 0
     nn_exact = nn_dist.clone()
-    nn_exact[valid] = (flat[valid] - flat[nn_index[valid]]).norm(dim=1)
+    nn_exact[valid] = (flat[valid].double() - flat[nn_index[valid]].double()).norm(dim=1).float()
     return PairSearch(best_ij[order_t].cpu(), exact[order_t].cpu(), nn_index.cpu(), nn_exact.cpu())
