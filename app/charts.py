@@ -18,7 +18,7 @@ ATTACK_ORDER = ["natural", "fgsm", "pgd", "cw", "cw_opt", "signhunter", "sh", "s
                 "apgd_t", "fab", "mdi2fgsm", "si2fgsm"]
 ATTACK_LABELS = {"natural": "Natural", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW", "cw_opt": "CW-opt", "signhunter": "SH",
                  "sh": "SH", "autoattack": "AA", "aa": "AA", "square": "Square", "apgd_ce": "APGD-CE", "apgd_t": "APGD-T",
-                 "fab": "FAB"}
+                 "fab": "FAB", "pgd_strength": "PGD-100 probe"}
 
 MEMBER_ACC_RE = re.compile(r"_member_\d+$")
 

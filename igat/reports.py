@@ -46,7 +46,7 @@ METHOD_ORDER = ["TRS", "GAL", "SoE", "iGAT_SoE", "CLDL", "iGAT_CLDL", "DVERGE", 
 TABLE2_ORDER = ["ADP", "DVERGE", "SoE", "CLDL"]
 ATTACK_LABELS = {
     "natural": "Natural", "pgd": "PGD", "cw": "CW", "cw_opt": "CW-opt", "signhunter": "SH", "autoattack": "AA",
-    "fgsm": "FGSM",
+    "fgsm": "FGSM", "pgd_strength": "PGD-100 probe",
 }
 ATTACK_ORDER = ["natural", "pgd", "cw", "cw_opt", "signhunter", "autoattack"]
 COMBINER_LABELS = {"average": "Average", "max": "Max", "soe": "SoE"}
