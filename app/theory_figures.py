@@ -11,7 +11,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from igat.theory.conditions import P_THRESHOLD
+from igat.theory.constants import P_THRESHOLD  # torch-free: the dashboard process must not import torch
 
 
 def _bars_from_histogram(h: dict[str, Any]) -> tuple[list[float], list[int], list[float]]:
@@ -124,9 +124,95 @@ def zero_one_figure(result: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def per_ordering_figure(result: dict[str, Any]) -> go.Figure:
+    """How many orderings reach each p (share of members meeting condition 1) vs the 42.5 % the
+    assumption asks of every ordering."""
+    a = result["conditions"]["assumption"]
+    if not a or not a.get("n_orderings"):
+        raise ValueError("no per-ordering verdict in this result (older result or no pairs)")
+    counts = a["condition1"]["histogram"]
+    m = len(counts) - 1
+    xs = [k / m for k in range(m + 1)]
+    colors = ["#2ca02c" if x >= P_THRESHOLD else "#d62728" for x in xs]
+    fig = go.Figure(go.Bar(x=xs, y=counts, marker_color=colors, width=0.8 / m,
+                           hovertemplate="p = %{x:.2f}: %{y} orderings<extra></extra>"))
+    fig.add_vline(x=P_THRESHOLD, line_dash="dash", line_color="red", annotation_text="42.5 %")
+    c1 = a["condition1"]
+    fig.update_layout(title=f"Condition 1 per ordering over {a['n_models']} members: "
+                            f"{c1['share_of_orderings_meeting']:.0%} of {a['n_orderings']} orderings reach 42.5 % "
+                            f"(pooled p {c1['pooled_p']:.3f})",
+                      xaxis_title="p = share of members meeting condition 1", yaxis_title="orderings",
+                      xaxis_range=[-0.05, 1.05])
+    return fig
+
+
 FIGURES = {
     "curvature": curvature_figure,
     "pair_distances": pair_distance_figure,
     "conditions": conditions_figure,
+    "per_ordering": per_ordering_figure,
     "zero_one": zero_one_figure,
 }
+
+
+# --- a study's arms side by side (``igat.theory.study`` results) -----------------------------------
+def _arm_rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    rows = [(label, r) for label, seeds in result["summary"]["arms"].items() for r in seeds]
+    if not rows:
+        raise ValueError("no arm diagnosed")
+    return rows
+
+
+def study_curvature_figure(result: dict[str, Any]) -> go.Figure:
+    """Mean curvature over members (and of the average ensemble) per arm, one bar group per seed."""
+    rows = _arm_rows(result)
+    fig = go.Figure()
+    for seed in sorted({r["seed"] for _, r in rows}):
+        sub = [(label, r) for label, r in rows if r["seed"] == seed]
+        fig.add_trace(go.Bar(x=[label for label, _ in sub], y=[r["curvature_members_mean"] for _, r in sub],
+                             name=f"seed {seed}: members"))
+        fig.add_trace(go.Bar(x=[label for label, _ in sub], y=[r["curvature_ensemble_average"] for _, r in sub],
+                             name=f"seed {seed}: average ensemble", opacity=0.6))
+    p = result["params"]
+    fig.update_layout(barmode="group", yaxis_title="mean lambda_f(x, delta)",
+                      title=f"Loss curvature eq. (2) per arm ({p['num_examples']} test examples, delta {p['delta_mode']})")
+    return fig
+
+
+def study_pair_loss_figure(result: dict[str, Any], combiner: str = "average") -> go.Figure:
+    """The whole ensemble's 0-1 loss on the closest cross-class pairs per arm, bootstrap intervals over pairs."""
+    rows = _arm_rows(result)
+    fig = go.Figure()
+    for seed in sorted({r["seed"] for _, r in rows}):
+        sub = [(label, r["ensemble_pair_loss"][combiner]) for label, r in rows if r["seed"] == seed]
+        fig.add_trace(go.Bar(x=[label for label, _ in sub], y=[v["mean"] for _, v in sub], name=f"seed {seed}",
+                             error_y={"type": "data", "visible": True, "array": [v["high"] - v["mean"] for _, v in sub],
+                                      "arrayminus": [v["mean"] - v["low"] for _, v in sub]}))
+    n = rows[0][1]["ensemble_pair_loss"][combiner]["n"]
+    fig.update_layout(barmode="group", yaxis_title="0-1 loss", yaxis_range=[0, 1.05],
+                      title=f"Ensemble ({combiner}) 0-1 loss on the {n} closest cross-class test pairs (95 % CI over pairs)")
+    return fig
+
+
+def study_comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per comparison and seed: paired differences with intervals and verdicts (a table)."""
+    out = []
+    for name, seeds in result["summary"]["comparisons"].items():
+        for r in seeds:
+            cur = r["curvature"].get("members_mean") or {}
+            row = {"comparison": name.replace("_minus_", " - "), "seed": r["seed"],
+                   "curvature (members)": _diff_text(cur), "curvature verdict": cur.get("verdict")}
+            for comb, v in r["ensemble_pair_loss"].items():
+                row[f"0-1 loss on pairs ({comb})"] = _diff_text(v)
+                row[f"{comb} verdict"] = v.get("verdict")
+            out.append(row)
+    return out
+
+
+def _diff_text(v: dict[str, Any]) -> str:
+    if v.get("mean") is None:
+        return "n/a"
+    return f"{v['mean']:+.4g} [{v['low']:+.4g}, {v['high']:+.4g}] (n={v['n']})"
+
+
+STUDY_FIGURES = {"study_curvature": study_curvature_figure, "study_pair_loss": study_pair_loss_figure}

@@ -25,9 +25,9 @@ from igat.theory import (
     spectral_bounds,
     theorem_check,
     wilson_interval,
-    zero_one,
 )
 from igat.theory.toy import MLP
+from igat.theory.zero_one import zero_one
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -298,7 +298,8 @@ def test_theory_page_shows_plots(theory_result, tmp_path, monkeypatch):
     at.query_params["run"] = str(run_id)
     at.run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 5  # curvature, distances, conditions, per ordering, 0-1 loss
+    assert any("Assumption 4.4 over the members, per ordering" in w.value for w in [*at.warning, *at.success])
     labels = at.selectbox(key="theory_run").options
     assert len(labels) == 2 and not any("broken" in o for o in labels)
     # a run without results shows an empty state, no plots
@@ -339,4 +340,97 @@ def test_theory_page_empty_db(tmp_path, monkeypatch):
     at = AppTest.from_file(PAGE, default_timeout=30).run()
     assert not at.exception
     assert any("No succeeded runs" in i.value for i in at.info)
+    st.cache_resource.clear()
+
+
+# --- a study's arms ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def study_folder(theory_result, tmp_path_factory):
+    """A study.json whose base and continued arm share a checkpoint and whose igat arm is another one."""
+    from igat.training import Trainer
+    from tests.helpers import synthetic_config
+
+    ckpt, _ = theory_result
+    out = tmp_path_factory.mktemp("theory-study")
+    cfg = synthetic_config(seed=1, data={"synthetic_train_size": 64, "synthetic_test_size": 32},
+                           train={"batch_size": 32, "eval_examples": 16, "eval_pgd_steps": 1})
+    other = Trainer(cfg, output_dir=out / "igat").fit().checkpoint
+    state = {"spec": {"defense": "standard"}, "seeds": {"0": {
+        "base": {"done": True, "checkpoint": ckpt, "history": []},
+        "arms": {"continued": {"done": True, "checkpoint": ckpt}, "igat": {"done": True, "checkpoint": other},
+                 "hard": {"done": False}}}}}
+    (out / "study.json").write_text(json.dumps(state))
+    return out
+
+
+STUDY_PARAMS = {"num_examples": 12, "pair_pool": 32, "k_pairs": 8, "spectral_examples": 0,
+                "bootstrap_resamples": 200, "device": "cpu"}
+
+
+def test_study_theory_compares_arms_on_shared_examples(study_folder):
+    from igat.theory.study import study_theory
+
+    res = study_theory(study_folder, STUDY_PARAMS)
+    json.dumps(res, allow_nan=False)
+    assert json.loads((study_folder / "theory.json").read_text())["version"] == 1
+    seed = res["seeds"]["0"]
+    assert set(seed["arms"]) == {"base", "continued", "igat"}  # the unfinished arm is skipped
+    assert seed["dataset"]["num_pairs"] == 8 and seed["dataset"]["curvature_examples"] == 12
+    # base and continued are the same checkpoint: every paired difference is exactly 0
+    same = seed["comparisons"]["continued_minus_base"]
+    assert same["curvature"]["members_mean"]["mean"] == 0.0 and same["curvature"]["members_mean"]["n"] == 12
+    assert same["ensemble_pair_loss"]["average"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 8,
+                                                     "verdict": "not distinguishable"}
+    diff = seed["comparisons"]["igat_minus_continued"]["curvature"]["members_mean"]
+    assert diff["mean"] != 0.0 and diff["low"] <= diff["mean"] <= diff["high"]
+    igat_arm = seed["arms"]["igat"]
+    assert "values" not in igat_arm["curvature"]["targets"]["member_0"]  # kept small
+    assert igat_arm["conditions"]["assumption"]["n_models"] == 2
+    rows = res["summary"]["arms"]["igat"]
+    assert rows[0]["seed"] == 0 and 0 <= rows[0]["ensemble_pair_loss"]["average"]["mean"] <= 1
+
+
+def test_cli_theory_study(study_folder, tmp_path, capsys):
+    from igat.cli import main
+
+    rc = main(["theory", "--study", str(study_folder), "--num-examples", "6", "--pair-pool", "16", "--k-pairs", "4",
+               "--spectral-examples", "0", "--device", "cpu"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "igat_minus_continued" in out and "ensemble 0-1 loss" in out
+    assert main(["theory", "--study", str(tmp_path)]) == 2
+    assert "no study.json" in capsys.readouterr().err
+
+
+def test_theory_page_shows_a_study_side_by_side(study_folder, tmp_path, monkeypatch):
+    import streamlit as st
+    from sqlmodel import Session
+    from streamlit.testing.v1 import AppTest
+
+    from igat.theory.study import study_theory
+    from tasks.store import Artifact, Run, get_engine
+
+    monkeypatch.setenv("IGAT_HOME", str(tmp_path))
+    monkeypatch.delenv("IGAT_DATABASE_URL", raising=False)
+    st.cache_resource.clear()
+    result = study_theory(study_folder, STUDY_PARAMS, write=False)
+    with Session(get_engine()) as s:
+        study = Run(name="study-adp", kind="study", config_json="{}", status="succeeded")
+        bare = Run(name="study-bare", kind="study", config_json="{}", status="succeeded")
+        s.add_all([study, bare])
+        s.commit()
+        s.add(Artifact(run_id=study.id, name="study_theory", data_json=json.dumps(result)))
+        s.commit()
+        study_id, bare_id = study.id, bare.id
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params["run"] = str(study_id)
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 2  # curvature per arm, ensemble 0-1 loss per arm
+    table = at.dataframe[0].value
+    assert set(table["comparison"]) == {"igat - continued", "igat - base", "continued - base"}
+    assert any("Assumption 4.4" in c.value for c in at.caption)
+    at.selectbox(key="theory_run").set_value(bare_id).run()
+    assert not at.exception and any("igat theory --study" in i.value for i in at.info)
     st.cache_resource.clear()

@@ -2,19 +2,24 @@
 
 Pick a succeeded run, submit the theory task (``tasks.api.submit_theory(run_id, params)``) and
 plot the stored Artifact named "theory" of that run (or of a theory run whose parent is it).
-Every failure is shown as a message; the page never raises.
+Pick a study and see its arms (base, continued, iGAT, ...) side by side: the artifact "study_theory"
+the worker stores after the study's evaluation, else the study folder's theory.json
+(``igat theory --study FOLDER``). Every failure is shown as a message; the page never raises.
+The page imports only torch-free modules (igat.theory.constants / params).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from app.theory_figures import FIGURES
+from app.theory_figures import FIGURES, STUDY_FIGURES, study_comparison_rows
 from igat.config import ConfigError
-from igat.theory.diagnostics import ARTIFACT_NAME, parse_params
+from igat.theory.constants import ARTIFACT_NAME, STUDY_ARTIFACT_NAME, STUDY_THEORY_FILE
+from igat.theory.params import parse_params
 
 st.title("Theory diagnostics")
 st.caption("Measured quantities of the paper's Section 4: loss curvature (eq. 2), ambiguous pairs (Def. 4.3), "
@@ -55,6 +60,8 @@ def _theory_state(run_id: int) -> tuple[Any | None, list[Any], Any | None]:
 
 
 def _label(run: Any) -> str:
+    if run.kind == "study":
+        return f"#{run.id} {run.name} (study: arms side by side)"
     return f"#{run.id} {run.name} ({run.defense or 'run'}{', iGAT' if run.igat else ''})"
 
 
@@ -124,6 +131,84 @@ def _headline(data: dict[str, Any]) -> None:
         cols[3].metric("0-1 loss single -> average", "n/a")
 
 
+def _verdicts(data: dict[str, Any]) -> None:
+    """The hypotheses of Theorem 4.1 as the paper states them: Def. 4.3 and Assumption 4.4 per ordering."""
+    d43 = ((data.get("pairs") or {}).get("definition_4_3") or {})
+    if d43.get("verdict"):
+        (st.success if d43.get("ambiguous") else st.warning)(d43["verdict"])
+    a = ((data.get("conditions") or {}).get("assumption") or {})
+    if a.get("verdict"):
+        (st.success if a.get("holds") else st.warning)(f"Assumption 4.4 over the members, per ordering: {a['verdict']}")
+    z = data.get("zero_one") or {}
+    if z.get("combiners_equivalent"):
+        st.info("Two classes: the average and max combiners make the same decision.")
+
+
+def _study_theory(run: Any) -> dict[str, Any] | None:
+    """The study's stored theory comparison, else the study folder's theory.json (None: neither)."""
+    from sqlmodel import Session, select
+
+    from tasks.store import Artifact
+    from tasks.study_artifacts import FOLDER_ARTIFACT, study_dir
+
+    with Session(_engine()) as s:
+        arts = s.exec(select(Artifact).where(Artifact.run_id == run.id,
+                                             Artifact.name.in_([STUDY_ARTIFACT_NAME, FOLDER_ARTIFACT]))
+                      .order_by(Artifact.id.desc())).all()
+    stored: dict[str, Any] = {}
+    for a in arts:  # newest first
+        stored.setdefault(a.name, json.loads(a.data_json))
+    if isinstance(stored.get(STUDY_ARTIFACT_NAME), dict):
+        return stored[STUDY_ARTIFACT_NAME]
+    folder = (stored.get(FOLDER_ARTIFACT) or {}).get("path") or study_dir(run.id)
+    try:
+        return json.loads((Path(folder) / STUDY_THEORY_FILE).read_text())
+    except (OSError, ValueError):  # not computed yet, or the folder is on the worker's machine only
+        return None
+
+
+def _study_results(run: Any) -> None:
+    st.subheader("Theory diagnostics of the study's arms")
+    try:
+        data = _study_theory(run)
+    except Exception as exc:
+        st.error(f"Cannot read the study's theory results: {type(exc).__name__}: {exc}")
+        return
+    if data is None:
+        st.info("No theory results for this study yet: the worker computes them after the study's evaluation. "
+                "From the command line: `igat theory --study STUDY_FOLDER`.")
+        return
+    if data.get("error"):
+        st.warning(f"The study's theory diagnostics failed: {data['error']}")
+        return
+    p = data.get("params") or {}
+    st.caption(f"Same {p.get('num_examples', '?')} test examples (delta {p.get('delta_mode', '?')}) and the same "
+               f"{p.get('k_pairs', '?')} closest cross-class pairs of a {p.get('pair_pool', '?')}-image test pool "
+               "for every arm; differences are paired, 95 % bootstrap intervals over examples (curvature) or pairs "
+               "(0-1 loss). They hold evaluation noise only: training randomness shows across seeds.")
+    try:
+        rows = study_comparison_rows(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        st.info(f"Comparisons not available in this result ({type(exc).__name__}: {exc}).")
+        rows = []
+    if rows:
+        st.dataframe(rows, hide_index=True, key="study_theory_table")
+    for key, builder in STUDY_FIGURES.items():
+        try:
+            fig = builder(data)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            st.info(f"{key}: not available in this result ({type(exc).__name__}: {exc}).")
+            continue
+        st.plotly_chart(fig, key=f"theory_{key}")
+    for label, arm_rows in ((data.get("summary") or {}).get("arms") or {}).items():
+        for r in arm_rows:
+            if r.get("assumption_verdict"):
+                st.caption(f"{label}, seed {r['seed']}: Assumption 4.4 over the members, per ordering: "
+                           f"{r['assumption_verdict']}")
+    with st.expander("Raw result (JSON)"):
+        st.json(data, expanded=False)
+
+
 def _results(artifact: Any) -> None:
     try:
         data = json.loads(artifact.data_json)
@@ -138,10 +223,12 @@ def _results(artifact: Any) -> None:
                f"{model.get('num_members', '?')} on {ds.get('name', '?')}, {ds.get('curvature_examples', '?')} "
                f"curvature examples, pair pool {ds.get('pair_pool', '?')} ({ds.get('split', '?')})")
     _headline(data)
+    _verdicts(data)
     for note in data.get("notes") or []:
         st.info(note)
     titles = {"curvature": "Curvature per member", "pair_distances": "Ambiguous-pair distances",
-              "conditions": "Assumption 4.4 conditions", "zero_one": "0-1 loss: single vs ensembles"}
+              "conditions": "Assumption 4.4 conditions", "per_ordering": "Condition 1 per ordering",
+              "zero_one": "0-1 loss: single vs ensembles"}
     for key, builder in FIGURES.items():
         try:
             fig = builder(data)
@@ -169,6 +256,9 @@ def main() -> None:
     run_id = st.selectbox("Run", ids, index=index, format_func=lambda i: _label(by_id[i]), key="theory_run")
     st.query_params["run"] = str(run_id)
     run = by_id[run_id]
+    if run.kind == "study":
+        _study_results(run)
+        return
     if not run.checkpoint_path:
         st.warning("This run has no checkpoint path recorded; the theory task needs one.")
 

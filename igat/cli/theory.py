@@ -20,7 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(or run the 2-D MLP toy study with --toy) and write them as JSON.",
     )
     p.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory (holding last.pt)")
-    p.add_argument("--toy", action="store_true", help="run the 2-D two-class MLP toy study instead")
+    p.add_argument("--toy", action="store_true", help="run the 2-D MLP toy study instead")
+    p.add_argument("--study", metavar="FOLDER",
+                   help="an `igat study` folder: diagnose its base / continued / iGAT arms on shared examples and "
+                        "pairs and compare them (writes FOLDER/theory.json)")
     p.add_argument("--num-examples", type=int, help="test examples for curvature/spectral (default 200)")
     p.add_argument("--delta-mode", choices=["pgd", "sign", "random"], help="delta of eq. (2) (default pgd)")
     p.add_argument("--eps", type=float, help="delta radius in [0,1] pixel units (default 8/255)")
@@ -37,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--params", help="JSON file (or inline JSON) with more parameters; flags override it")
     p.add_argument("--toy-models", type=int, help="--toy: MLPs per family (default 8)")
+    p.add_argument("--toy-classes", type=int, help="--toy: classes C (default 3; C = 2 makes average = max)")
+    p.add_argument("--toy-margin", type=float, help="--toy: empty strip half-width around each boundary (default 0)")
+    p.add_argument("--toy-seeds", help="--toy: comma-separated seeds, one study each plus a summary (e.g. 0,1,2)")
     p.add_argument("--out", help="write the full result JSON here")
     p.set_defaults(func=run)
 
@@ -61,6 +67,13 @@ def _base_params(spec: str | None) -> dict[str, Any]:
     return data
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise ConfigError([("--toy-seeds", f"expected comma-separated integers, got {text!r}")]) from None
+
+
 def _refuse_non_finite(constant: str) -> Any:
     raise ConfigError([("--params", f"{constant} is not allowed; give finite numbers")])
 
@@ -73,18 +86,33 @@ def run(args: argparse.Namespace) -> int:
 
             prepare_output_dir(Path(args.out).parent, "--out")
         if args.toy:
-            from igat.theory.toy import format_toy_report, run_toy_study
+            from igat.theory.toy import format_toy_report, format_toy_seeds, run_toy_seeds, run_toy_study
 
-            if args.toy_models is not None:
-                params["num_models"] = args.toy_models
-            for f in ("J", "seed", "k_pairs", "delta_mode", "ci_method"):
-                if getattr(args, f) is not None:
-                    params[f] = getattr(args, f)
-            result = run_toy_study(params)
-            print(format_toy_report(result))
+            for flag, field in (("toy_models", "num_models"), ("toy_classes", "num_classes"),
+                                ("toy_margin", "margin"), *((f, f) for f in ("J", "seed", "k_pairs", "delta_mode",
+                                                                              "ci_method"))):
+                if getattr(args, flag) is not None:
+                    params[field] = getattr(args, flag)
+            if args.toy_seeds:
+                result = run_toy_seeds(params, _seed_list(args.toy_seeds))
+                print(format_toy_seeds(result))
+            else:
+                result = run_toy_study(params)
+                print(format_toy_report(result))
+        elif args.study:
+            if args.checkpoint:
+                print("error: give a CHECKPOINT or --study FOLDER, not both", file=sys.stderr)
+                return 2
+            from igat.theory.study import format_study_theory, study_theory
+
+            params.update({f: getattr(args, f) for f in FLAG_FIELDS if getattr(args, f) is not None})
+            result = study_theory(args.study, params,
+                                  progress=lambda m: print(m, file=sys.stderr, flush=True))
+            print(format_study_theory(result))
+            print(f"wrote {Path(args.study) / 'theory.json'}")
         else:
             if not args.checkpoint:
-                print("error: give a CHECKPOINT (or --toy)", file=sys.stderr)
+                print("error: give a CHECKPOINT (or --toy, or --study FOLDER)", file=sys.stderr)
                 return 2
             from igat.theory.diagnostics import run_diagnostics
 
@@ -122,14 +150,22 @@ def format_summary(r: dict[str, Any]) -> str:
     pr = r["pairs"]
     lines.append(f"ambiguous pairs ({pr['mode']}, {pr['split']} pool {pr['pool_size']}): {pr['num_pairs']}, "
                  f"distance <= {_f(pr['tau'])}, implied J {_f(pr['implied_J_kth'])}")
-    lines.append(f"Assumption 4.4 (J={r['conditions']['J']}): condition 1 (p) / condition 2:")
+    if (pr.get("definition_4_3") or {}).get("verdict"):
+        lines.append(pr["definition_4_3"]["verdict"])
+    if r["conditions"].get("assumption"):
+        lines.append(f"Assumption 4.4 over the members, per ordering: {r['conditions']['assumption']['verdict']}")
+    lines.append(f"Assumption 4.4 (J={r['conditions']['J']}) per classifier: condition 1 (share of orderings) / "
+                 "condition 2:")
     for name, c in r["conditions"]["targets"].items():
-        lines.append(f"  {name:18s} {_f(c['condition1'], '.3f')} / {_f(c['condition2'], '.3f')}"
-                     f"  {'>= 42.5%' if c['meets_threshold'] else '< 42.5%'}")
+        lines.append(f"  {name:18s} {_f(c['condition1'], '.3f')} / {_f(c['condition2'], '.3f')}")
     z = r["zero_one"]
     if z:
         lines.append(f"0-1 loss on A(D) ({z['ci_method']} {z['confidence']:.0%} CI):")
         for key in ("single", "average", "max"):
             lines.append(f"  {key:8s} {_f(z[key]['mean'], '.3f')} [{_f(z[key]['low'], '.3f')}, {_f(z[key]['high'], '.3f')}]")
+        for comb in ("average", "max"):
+            d = z["differences"][f"{comb}_minus_single"]
+            lines.append(f"  {comb} - single {_f(d['mean'], '+.3f')} [{_f(d['low'], '+.3f')}, {_f(d['high'], '+.3f')}] "
+                         f"({z.get('interval_basis', 'pairs_only')})")
     lines += [f"note: {n}" for n in r["notes"]]
     return "\n".join(lines)

@@ -1,10 +1,14 @@
-"""A 2-D two-class toy study of Theorem 4.1 (the setting of Section 4).
+"""A 2-D toy study of Theorem 4.1 (the setting of Section 4) with C >= 2 classes.
 
-Data: points uniform in [0, 1]^2, class 1 above the wavy boundary x2 = 0.5 + a sin(2 pi x1), so the
-closest cross-class pairs (ambiguous pairs) straddle the boundary, where a classifier whose boundary
+Data: points uniform in [0, 1]^2 in C horizontal bands separated by the parallel wavy boundaries
+x2 = k / C + a sin(2 pi x1), k = 1..C-1 (class = number of boundaries below the point), so the
+closest cross-class pairs (ambiguous pairs) straddle a boundary, where a classifier whose boundary
 is slightly off gets one example of a pair right and the other wrong - the situation Definition 4.3
-and Assumption 4.4 describe. Optional label noise (``flip_width`` > 0) flips labels near the boundary
-with probability 0.5 exp(-dist / width).
+and Assumption 4.4 describe. With C = 2 the average and max combiners make the same decision and
+condition 2 of Assumption 4.4 constrains nothing, so the default is C = 3. Optional label noise
+(``flip_width`` > 0) moves a label across its nearest boundary with probability 0.5 exp(-dist / width);
+``margin`` > 0 leaves an empty strip of that half-width around every boundary (a regime where the
+closest pairs can be classified confidently, which condition 1 needs).
 
 Models: ``num_models`` small MLPs (Assumption 4.2's form: linear layers + activation, softmax on
 the logits), each with its own initialisation and bootstrap resample of the training set, so they
@@ -12,7 +16,14 @@ are independent draws h from H. Two families are trained: standard, and adversar
 (L-inf PGD on the inputs, the "adversarial defense applied to the base MLPs" of the theorem).
 For each family the full diagnostics of :func:`igat.theory.diagnostics.diagnose` are computed on
 a fresh test set: curvature, ||M_h||, ||M_h^+||, the k closest cross-class pairs, Assumption 4.4
-fractions and single vs two-member average/max 0-1 loss with confidence intervals.
+judged per ordering over the models, Definition 4.3's verdict with the measured lambda~ and B, and
+single vs two-member average/max 0-1 loss with a bootstrap over models *and* pairs.
+:func:`run_toy_seeds` repeats the study over several data/model seeds and summarises them.
+
+Eq. (10) is not invariant to the input units: measuring inputs in units s times smaller multiplies
+B by s and divides lambda~ by s^2, so tau grows like s^3 while distances grow like s, and the J
+that admits a pair grows like s^2. ``input_scale_for_ambiguity`` reports the s at which the kept
+pairs would become ambiguous (J > 2) - the honest reading of "J is adjusted so that A(D) is non-empty".
 """
 
 from __future__ import annotations
@@ -39,8 +50,10 @@ class ToyParams(BaseModel):
 
     num_train: int = Field(800, ge=20, le=100000)
     num_test: int = Field(800, ge=20, le=100000)
-    amplitude: float = Field(0.15, ge=0.0, le=0.5, description="amplitude of the sine boundary")
+    num_classes: int = Field(3, ge=2, le=8, description="classes (bands); C > 2 makes average and max differ")
+    amplitude: float = Field(0.1, ge=0.0, le=0.5, description="amplitude of the sine boundaries")
     flip_width: float = Field(0.0, ge=0.0, le=1.0, description="label-noise width around the boundary (0: none)")
+    margin: float = Field(0.0, ge=0.0, le=0.1, description="half-width of an empty strip around each boundary")
     num_models: int = Field(8, ge=2, le=64, description="independently trained MLPs per family")
     hidden: list[int] = Field([32, 32], min_length=1, max_length=6)
     activation: str = Field("tanh", pattern="^(relu|tanh|softplus)$")
@@ -68,6 +81,9 @@ def parse_toy_params(params: dict[str, Any] | ToyParams | None) -> ToyParams:
     bad = [f for f in p.families if f not in ("standard", "adversarial")]
     if bad:
         raise ConfigError([("toy.families", f"unknown family {bad[0]!r}; allowed: standard, adversarial")])
+    if p.margin * 2 * p.num_classes >= 1:
+        raise ConfigError([("toy.margin", f"the empty strips cover the square: need margin < 1 / (2 C) = "
+                                          f"{1 / (2 * p.num_classes):.3g}")])
     return p
 
 
@@ -90,25 +106,45 @@ class MLP(nn.Module):
         return self.net(x.flatten(1))
 
 
-def boundary(x1: Tensor, amplitude: float) -> Tensor:
-    return 0.5 + amplitude * torch.sin(2 * math.pi * x1)
+def boundary(x1: Tensor, amplitude: float, k: int = 1, num_classes: int = 2) -> Tensor:
+    """The k-th of the C - 1 parallel boundaries (k = 1 .. C - 1)."""
+    return k / num_classes + amplitude * torch.sin(2 * math.pi * x1)
 
 
-def make_toy(n: int, amplitude: float, flip_width: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Points in [0, 1]^2 and labels with boundary-concentrated label noise."""
-    x = torch.rand(n, 2, generator=generator)
-    gap = x[:, 1] - boundary(x[:, 0], amplitude)
-    y = (gap > 0).long()
+def clean_labels(x: Tensor, amplitude: float, num_classes: int) -> tuple[Tensor, Tensor]:
+    """(class = number of boundaries below the point, signed distance in x2 to the nearest boundary)."""
+    wave = amplitude * torch.sin(2 * math.pi * x[:, 0])
+    heights = torch.arange(1, num_classes, dtype=x.dtype) / num_classes  # [C-1]
+    gaps = x[:, 1:2] - wave[:, None] - heights[None, :]  # [n, C-1]
+    y = (gaps > 0).sum(dim=1)
+    nearest = gaps.abs().argmin(dim=1)
+    return y, gaps.gather(1, nearest[:, None]).squeeze(1)
+
+
+def make_toy(n: int, amplitude: float, flip_width: float, generator: torch.Generator, num_classes: int = 2,
+             margin: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Points in [0, 1]^2 (outside the empty strips) and labels with boundary-concentrated label noise."""
+    parts: list[Tensor] = []
+    have = 0
+    while have < n:  # rejection sampling: the strips cover 2 * margin * (C - 1) of the square
+        x = torch.rand(2 * n, 2, generator=generator)
+        _, gap = clean_labels(x, amplitude, num_classes)
+        x = x[gap.abs() >= margin]
+        parts.append(x)
+        have += len(x)
+    x = torch.cat(parts)[:n]
+    y, gap = clean_labels(x, amplitude, num_classes)
     if flip_width > 0:
         flip = torch.rand(n, generator=generator) < 0.5 * torch.exp(-gap.abs() / flip_width)
-        y = torch.where(flip, 1 - y, y)
+        across = torch.where(gap > 0, y - 1, y + 1)  # the class on the other side of the nearest boundary
+        y = torch.where(flip, across, y)
     return x, y
 
 
 def train_mlp(x: Tensor, y: Tensor, p: ToyParams, adversarial: bool, seed: int) -> MLP:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = MLP(2, p.hidden, 2, p.activation)
+    model = MLP(2, p.hidden, p.num_classes, p.activation)
     boot = torch.randint(0, len(x), (len(x),), generator=g)  # bootstrap resample: an independent h from H
     xb, yb = x[boot], y[boot]
     opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
@@ -144,8 +180,8 @@ def run_toy_study(params: dict[str, Any] | ToyParams | None = None) -> dict[str,
 def _run_toy_study(p: ToyParams) -> dict[str, Any]:
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(p.seed)
-    train_x, train_y = make_toy(p.num_train, p.amplitude, p.flip_width, g)
-    test_x, test_y = make_toy(p.num_test, p.amplitude, p.flip_width, g)
+    train_x, train_y = make_toy(p.num_train, p.amplitude, p.flip_width, g, p.num_classes, p.margin)
+    test_x, test_y = make_toy(p.num_test, p.amplitude, p.flip_width, g, p.num_classes, p.margin)
     tp = TheoryParams(num_examples=p.num_test, delta_mode=p.delta_mode, eps=p.curvature_eps, pgd_steps=10,
                       pair_pool=None, k_pairs=p.k_pairs, J=p.J, spectral_examples=min(p.num_test, 200),
                       ci_method=p.ci_method, device="cpu", seed=p.seed, histogram_bins=20)
@@ -158,7 +194,8 @@ def _run_toy_study(p: ToyParams) -> dict[str, Any]:
         train_seconds = time.perf_counter() - t
         ens = Ensemble(models).eval()
         ensembles[fam] = ens
-        res = diagnose(ens, test_x, test_y, test_x, test_y, 2, tp, split="test")
+        res = diagnose(ens, test_x, test_y, test_x, test_y, p.num_classes, tp, split="test")
+        res["input_scale_for_ambiguity"] = _scale_for_ambiguity(res["pairs"].get("implied_J_kth"))
         res["seconds"]["training"] = train_seconds
         res["train_accuracy"] = _accuracy(models, train_x, train_y)
         res["test_accuracy"] = _accuracy(models, test_x, test_y)
@@ -174,19 +211,83 @@ def _run_toy_study(p: ToyParams) -> dict[str, Any]:
                       for fam, d in curv.items()}
     return jsonable({"params": p.model_dump(), "families": families,
                      "curvature_comparison": comparison, "seconds": time.perf_counter() - t0,
-                     "bayes_flip_fraction": _flip_fraction(test_x, test_y, p.amplitude)})
+                     "bayes_flip_fraction": _flip_fraction(test_x, test_y, p.amplitude, p.num_classes)})
 
 
-def _flip_fraction(x: Tensor, y: Tensor, amplitude: float) -> float:
-    """Fraction of test labels that disagree with the clean boundary (irreducible error)."""
-    clean = (x[:, 1] > boundary(x[:, 0], amplitude)).long()
+def _flip_fraction(x: Tensor, y: Tensor, amplitude: float, num_classes: int) -> float:
+    """Fraction of test labels that disagree with the clean boundaries (irreducible error)."""
+    clean, _ = clean_labels(x, amplitude, num_classes)
     return float((clean != y).float().mean())
+
+
+def _scale_for_ambiguity(implied: float | None) -> float | None:
+    """The factor s by which the input units must shrink (inputs x -> s x) for the kept pairs to be
+    ambiguous under eq. (10) with J just above 2: the implied J grows like s^2 (module docstring)."""
+    if implied is None or implied <= 0 or not math.isfinite(implied):
+        return None
+    return max(1.0, math.sqrt(2.0 / implied))
+
+
+def run_toy_seeds(params: dict[str, Any] | ToyParams | None, seeds: list[int]) -> dict[str, Any]:
+    """:func:`run_toy_study` for each seed (fresh data and models) and a summary across seeds."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError([("toy.seeds", "give one or more distinct seeds")])
+    base = parse_toy_params(params).model_dump()
+    runs = {str(s): run_toy_study({**base, "seed": s}) for s in seeds}
+    return jsonable({"params": {**base, "seed": None}, "seeds": list(seeds), "runs": runs,
+                     "summary": summarise_seeds(runs)})
+
+
+def summarise_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per family: each seed's headline numbers and the mean (t interval over seeds) of the differences."""
+    from igat.study import t975
+
+    out: dict[str, Any] = {}
+    families = next(iter(runs.values()))["families"]
+    for fam in families:
+        rows = []
+        for seed, r in runs.items():
+            f = r["families"][fam]
+            z, cond, pairs = f["zero_one"] or {}, f["conditions"], f["pairs"]
+            verdict = cond.get("assumption") or {}
+            curv = [f["curvature"]["targets"][k]["mean"] for k in f["curvature"]["targets"] if k.startswith("member_")]
+            rows.append({
+                "seed": int(seed), "test_accuracy": _avg(f["test_accuracy"]), "curvature_mean": _avg(curv),
+                "lambda_tilde": f["curvature"]["lambda_tilde_common"],
+                "B": (f["spectral"] or {}).get("B"), "implied_J": pairs.get("implied_J_kth"),
+                "ambiguous": (pairs.get("definition_4_3") or {}).get("ambiguous"),
+                "input_scale_for_ambiguity": f.get("input_scale_for_ambiguity"),
+                "pooled_p": (verdict.get("condition1") or {}).get("pooled_p"),
+                "share_of_orderings_meeting": (verdict.get("condition1") or {}).get("share_of_orderings_meeting"),
+                "min_p": ((verdict.get("condition1") or {}).get("per_ordering_p") or {}).get("min"),
+                "condition1_holds": (verdict.get("condition1") or {}).get("holds"),
+                "condition2_share": (verdict.get("condition2") or {}).get("share_of_examples_all_models"),
+                "condition2_holds": (verdict.get("condition2") or {}).get("holds"),
+                "assumption_holds": verdict.get("holds"),
+                "single": (z.get("single") or {}).get("mean"),
+                **{f"{c}": (z.get(c) or {}).get("mean") for c in ("average", "max")},
+                **{f"{c}_minus_single": (z.get("differences") or {}).get(f"{c}_minus_single") for c in ("average", "max")},
+            })
+        fam_out: dict[str, Any] = {"per_seed": rows}
+        for c in ("average", "max"):
+            diffs = [r[f"{c}_minus_single"]["mean"] for r in rows if r[f"{c}_minus_single"]]
+            k = len(diffs)
+            mean = sum(diffs) / k if k else None
+            sd = (sum((d - mean) ** 2 for d in diffs) / (k - 1)) ** 0.5 if k > 1 else None
+            half = t975(k - 1) * sd / k**0.5 if sd is not None else None
+            excl = sum(1 for r in rows if r[f"{c}_minus_single"] and r[f"{c}_minus_single"]["high"] < 0)
+            fam_out[f"{c}_minus_single"] = {"mean_over_seeds": mean,
+                                            "seed_t_interval": [mean - half, mean + half] if half is not None else None,
+                                            "seeds_with_interval_below_0": excl, "seeds": k}
+        out[fam] = fam_out
+    return out
 
 
 def format_toy_report(result: dict[str, Any]) -> str:
     """A plain-text summary of :func:`run_toy_study` for the CLI."""
-    lines = [f"toy study: {result['params']['num_models']} MLPs per family, "
-             f"{result['params']['k_pairs']} closest cross-class test pairs, J={result['params']['J']}, "
+    p = result["params"]
+    lines = [f"toy study (seed {p['seed']}): C = {p['num_classes']}, {p['num_models']} MLPs per family, "
+             f"{p['k_pairs']} closest cross-class test pairs, J={p['J']}, margin {p['margin']}, "
              f"label flips in test set {result['bayes_flip_fraction']:.3f}, {result['seconds']:.1f}s"]
     for fam, r in result["families"].items():
         acc = r["test_accuracy"]
@@ -198,19 +299,42 @@ def format_toy_report(result: dict[str, Any]) -> str:
         if r["spectral"]:
             lines.append(f"  B0 = max||M_h|| = {r['spectral']['B0']:.3g}, B = max||M_h^+|| = {r['spectral']['B']:.3g}")
         pr = r["pairs"]
-        lines.append(f"  pairs: {pr['num_pairs']}, max distance {pr['tau']:.3g}, implied J {_fmt(pr['implied_J_kth'])}")
-        pooled = r["conditions"]["members_pooled"]
-        if pooled:
-            lines.append(f"  Assumption 4.4: p (cond.1) = {pooled['p']:.3f} (>= 0.425: {pooled['meets_threshold']}), "
-                         f"cond.2 = {pooled['condition2']:.3f}")
+        lines.append(f"  pairs: {pr['num_pairs']}, max distance {pr['tau']:.3g}, implied J {_fmt(pr['implied_J_kth'])}"
+                     f"; ambiguous at input scale x{_fmt(r.get('input_scale_for_ambiguity'))}")
+        if pr.get("definition_4_3"):
+            lines.append(f"  {pr['definition_4_3']['verdict']}")
+        verdict = r["conditions"].get("assumption")
+        if verdict:
+            lines.append(f"  Assumption 4.4: {verdict['verdict']}")
         z = r["zero_one"]
         if z:
             for key in ("single", "average", "max"):
-                lines.append(f"  0-1 loss {key:7s} {z[key]['mean']:.3f}  [{z[key]['low']:.3f}, {z[key]['high']:.3f}]")
+                mp = z[key]["models_and_pairs"]
+                lines.append(f"  0-1 loss {key:7s} {z[key]['mean']:.3f}  models+pairs [{_fmt(mp['low'])}, "
+                             f"{_fmt(mp['high'])}]")
             for comb in ("average", "max"):
                 d = z["differences"][f"{comb}_minus_single"]
-                lines.append(f"  {comb} - single = {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]  "
-                             f"theorem direction holds: {z['theorem_holds'][comb]}")
+                lines.append(f"  {comb} - single = {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] "
+                             f"({z['interval_basis']}); pairs only [{d['pairs_only']['low']:+.3f}, "
+                             f"{d['pairs_only']['high']:+.3f}]")
+    return "\n".join(lines)
+
+
+def format_toy_seeds(result: dict[str, Any]) -> str:
+    """Every seed's report, then the across-seed summary."""
+    lines = [format_toy_report(r) for r in result["runs"].values()]
+    lines.append(f"summary over seeds {', '.join(map(str, result['seeds']))}:")
+    for fam, s in result["summary"].items():
+        for comb in ("average", "max"):
+            d = s[f"{comb}_minus_single"]
+            iv = d["seed_t_interval"]
+            lines.append(f"  [{fam}] {comb} - single: mean {_fmt(d['mean_over_seeds'])}"
+                         + (f", t interval over seeds [{iv[0]:+.3f}, {iv[1]:+.3f}]" if iv else "")
+                         + f"; {d['seeds_with_interval_below_0']}/{d['seeds']} seeds with interval below 0")
+        held = [r["assumption_holds"] for r in s["per_seed"]]
+        amb = [r["ambiguous"] for r in s["per_seed"]]
+        lines.append(f"  [{fam}] Assumption 4.4 holds in {sum(bool(h) for h in held)}/{len(held)} seeds; "
+                     f"pairs ambiguous (Def. 4.3, xi = 0) in {sum(bool(a) for a in amb)}/{len(amb)} seeds")
     return "\n".join(lines)
 
 
