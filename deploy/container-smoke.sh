@@ -202,7 +202,7 @@ if [ "${#STANDINS[@]}" -gt 0 ]; then
         nice -n 15 debootstrap --variant=minbase bookworm "$WORKDIR/rootfs" "$MIRROR" > "$WORKDIR/debootstrap.log" 2>&1 \
             || fail "debootstrap failed: $(tail -1 "$WORKDIR/debootstrap.log")"
         rm -rf "$WORKDIR/rootfs/var/cache/apt/archives/"*.deb "$WORKDIR/rootfs/var/lib/apt/lists/"*
-        tar -C "$WORKDIR/rootfs" -c . | eng import - "$DEBIAN_IMAGE" >/dev/null
+        tar -C "$WORKDIR/rootfs" -c . | eng import - "$DEBIAN_IMAGE" >> "$WORKDIR/debootstrap.log" 2>&1
         rm -rf "$WORKDIR/rootfs"
         MEASURED[debootstrap]=$(( $(date +%s) - t ))
         BUILT_IMAGES+=("$DEBIAN_IMAGE")
@@ -349,12 +349,8 @@ step "postgres on 127.0.0.1:$POSTGRES_PORT"
 env_args postgres PGPORT="$POSTGRES_PORT"
 eng "${RUN[@]}" -d --name "$PREFIX-postgres" "${ENV_ARGS[@]}" -v "$PREFIX-postgres-data:/var/lib/postgresql/data" \
     "$POSTGRES_IMAGE" postgres -c listen_addresses=127.0.0.1 -c port="$POSTGRES_PORT" >/dev/null 2>>"$ENGINE_LOG"
+# compose's healthcheck as it is (pg_isready over TCP; PGPORT points it at the smoke port)
 wait_healthy "$PREFIX-postgres" 120 "$(svc postgres healthcheck)" >/dev/null || fail "postgres did not become healthy"
-# pg_isready also says "ready" during the first start's socket-only init; wait for TCP as the clients use it
-for _ in $(seq 60); do
-    eng exec "$PREFIX-postgres" pg_isready -h 127.0.0.1 -p "$POSTGRES_PORT" >/dev/null 2>&1 && break
-    sleep 1
-done
 
 IGAT_MOUNTS=(-v "$PREFIX-igat-home:/data/igat" -v "$WORKDIR/igat-data:/data/datasets:ro")
 
