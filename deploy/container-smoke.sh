@@ -236,6 +236,7 @@ if [ -n "$CA" ] && [ -f "$CA" ]; then
     CA_MOUNT=(-v "$CA:$CERTIFI:ro")
     log "build trusts the host CA bundle $CA (mounted at $CERTIFI during RUN steps only)"
 fi
+OLD_IMAGE_ID=$(eng image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 t=$(date +%s)
 nice -n 15 "$ENGINE" "${ENGINE_ARGS[@]}" build --network=host "${BUILD_ARGS[@]}" "${NO_CACHE[@]}" "${CA_MOUNT[@]}" \
     --build-arg PYTHON_BASE="$PYTHON_BASE" --build-arg TORCH_INDEX_URL="$PYPI_URL" \
@@ -243,6 +244,10 @@ nice -n 15 "$ENGINE" "${ENGINE_ARGS[@]}" build --network=host "${BUILD_ARGS[@]}"
     || fail "docker build failed: $(grep -m1 -E '^(Error|ERROR)' "$WORKDIR/image-build.log" || tail -1 "$WORKDIR/image-build.log") (log: $WORKDIR/image-build.log)"
 MEASURED[build]=$(( $(date +%s) - t ))
 BUILT_IMAGES+=("$IMAGE")
+# the previous build, now untagged (its layers are shared; only an image record would pile up)
+if [ -n "$OLD_IMAGE_ID" ] && [ "$OLD_IMAGE_ID" != "$(eng image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+    eng rmi "$OLD_IMAGE_ID" >/dev/null 2>&1 || true
+fi
 SIZE_BYTES=$(eng image inspect --format '{{.Size}}' "$IMAGE")
 MEASURED[size]=$(awk -v b="$SIZE_BYTES" 'BEGIN { printf "%.2f GB (%d bytes)", b / 1e9, b }')
 log "built in ${MEASURED[build]} s; image size ${MEASURED[size]}"
