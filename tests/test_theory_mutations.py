@@ -15,6 +15,11 @@ earlier suite. Each test below names the mutation(s) it exists to kill:
  M9  condition 2's bound built from f_y instead of f_yhat           -> test_condition2_bound_uses_predicted_class
  M10 `<` instead of `<=` in condition 1                             -> test_condition1_ties_count_on_both_sides
 
+Beyond the 10: F1 a verdict from the pooled p (-> test_assumption_judged_per_ordering), F2 a bootstrap
+that holds the models fixed (-> test_model_and_pair_bootstrap_is_wider_when_models_differ), F3a the
+renormalised max-combiner CE (-> test_max_combiner_curvature_is_minus_log_f_y), F3b/F3c a threshold
+applied to float32 cdist distances or not re-applied exactly (-> test_pair_exactly_at_threshold_is_kept).
+
 The cases are deliberately non-symmetric (a cubic loss, misclassified examples, C = 3): with a
 quadratic loss x - delta and x + delta give the same curvature, and with C = 2 average and max
 make the same decision and condition 2 constrains nothing, which is how the mutants survived.
@@ -199,6 +204,10 @@ def test_assumption_judged_per_ordering():
     assert v["condition1"]["holds"] is False and v["holds"] is False
     assert v["condition2"]["vacuous"] is True  # C = 2
     assert "does not hold" in v["verdict"] and "condition 1 fails" in v["verdict"]
+    # the pooled p can pass while one ordering fails: the verdict follows the ordering
+    v_pooled = assumption_verdict(torch.stack([good] * 4), y, pairs, 4.0)
+    assert v_pooled["condition1"]["pooled_p"] == pytest.approx(0.75)  # >= 42.5 %
+    assert v_pooled["condition1"]["holds"] is False and v_pooled["holds"] is False
     # only the first pair: every ordering reaches p = 0.5
     v_ok = assumption_verdict(scores, y, pairs[:1], 4.0)
     assert v_ok["condition1"]["holds"] is True and v_ok["holds"] is True
