@@ -254,6 +254,10 @@ def test_model_and_pair_bootstrap_is_wider_when_models_differ():
         assert both["low"] <= d["mean"] <= both["high"]
         assert (d["low"], d["high"]) == (both["low"], both["high"]) and res["interval_basis"] == "models_and_pairs"
     assert res["combiners_equivalent"] is False
+    # each model's loss is the same on every pair: only resampling the models can move the mean
+    per_model = torch.linspace(0, 1, 5)[:, None].expand(5, 30)
+    iv = model_and_pair_bootstrap(per_model, {"average": per_model[:, None, :].expand(5, 5, 30)}, resamples=400)
+    assert iv["single"][1] - iv["single"][0] > 0.2 and iv["average"][1] - iv["average"][0] > 0.2
     # identical models: resampling models changes nothing, the two intervals agree closely
     same = scores[:1].expand(4, -1, -1)
     single = pair_losses(same, y, pairs)["single"]
