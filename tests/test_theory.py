@@ -434,3 +434,34 @@ def test_theory_page_shows_a_study_side_by_side(study_folder, tmp_path, monkeypa
     at.selectbox(key="theory_run").set_value(bare_id).run()
     assert not at.exception and any("igat theory --study" in i.value for i in at.info)
     st.cache_resource.clear()
+
+
+def test_worker_stores_the_study_theory_artifact(study_folder, tmp_path, monkeypatch):
+    from tasks import runstate
+    from tasks.store import get_engine
+    from tasks.studyjob import store_study_theory
+
+    monkeypatch.setenv("IGAT_HOME", str(tmp_path))
+    monkeypatch.delenv("IGAT_DATABASE_URL", raising=False)
+    import igat.theory.study as study_module
+
+    # the worker uses the cheap defaults; shrink them further for the test
+    monkeypatch.setattr(study_module, "STUDY_DEFAULTS", {**study_module.STUDY_DEFAULTS, **STUDY_PARAMS})
+    from sqlmodel import Session
+
+    from tasks.store import Run
+
+    engine = get_engine()
+    with Session(engine) as s:
+        studies = [Run(name=f"study-{i}", kind="study", config_json="{}", status="running") for i in range(2)]
+        s.add_all(studies)
+        s.commit()
+        ok_id, broken_id = (r.id for r in studies)
+    said: list[str] = []
+    store_study_theory(engine, ok_id, study_folder, said.append)
+    stored = runstate.get_artifact(engine, ok_id, "study_theory")
+    assert set(stored["seeds"]["0"]["arms"]) == {"base", "continued", "igat"}
+    assert said[0].startswith("theory diagnostics of the arms") and any("seed 0" in m for m in said)
+    # a broken folder is an error note, not a failed study
+    store_study_theory(engine, broken_id, tmp_path / "nowhere", said.append)
+    assert "no study.json" in runstate.get_artifact(engine, broken_id, "study_theory")["error"]
