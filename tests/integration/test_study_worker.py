@@ -78,6 +78,11 @@ def test_queued_study_trains_its_phases_as_child_runs_and_stores_the_analysis(pl
     assert report.startswith("# Study: does iGAT help adp? (cpu-mini, synthetic, seeds 0, 1)")
     state = json.loads((folder / "study.json").read_text())
     assert state["analysis"]["cells"] == analysis["cells"]
+    # after the evaluation the worker diagnoses every arm (issue 18) for the Theory page
+    theory = api.get_artifact(study_id, "study_theory")
+    assert "error" not in theory, theory.get("error")
+    assert set(theory["seeds"]) == {"0", "1"} and set(theory["seeds"]["0"]["arms"]) == {"base", "continued", "igat"}
+    assert "igat_minus_continued" in theory["seeds"]["1"]["comparisons"] and (folder / "theory.json").exists()
 
 
 @pytest.mark.slow
