@@ -287,6 +287,8 @@ def series_x(series: pd.DataFrame, scope: str, x: str) -> tuple[pd.DataFrame, st
         df = df.assign(_t=stamped)[stamped.notna()]
         first = df.groupby("run_id")["_t"].transform("min")
         return df.assign(x=(df["_t"] - first).dt.total_seconds() / 60.0).drop(columns="_t"), "wall time (minutes)", missing
+    if scope == "epoch" and x == "step":  # a per-epoch metric has one point per epoch: its x is the epoch
+        return df.assign(x=df["epoch"]), "epoch", 0
     if x == "epoch" and scope == "step":
         # steps per epoch from the run's own points: the last step logged in its first epoch
         first_epoch = df[df["epoch"] == df.groupby("run_id")["epoch"].transform("min")]

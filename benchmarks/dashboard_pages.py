@@ -163,6 +163,40 @@ def script_seconds(url: str, page: str, query: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
+def floor_seconds(work: Path) -> tuple[float, float]:
+    """A full load of a one-line Streamlit page (no store, no charts): what any page costs in this browser on this
+    machine before the dashboard does anything."""
+    from playwright.sync_api import sync_playwright
+
+    script = work / "floor.py"
+    script.write_text("import streamlit as st\nst.write('floor')\n")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("error: the floor page's server did not start") from None
+                time.sleep(0.3)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            settle_seconds(page, url)
+            first, again = settle_seconds(page, url), settle_seconds(page, url)
+            browser.close()
+        return first, again
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=500)
@@ -208,6 +242,7 @@ def main() -> None:
             scripts[name] = script_seconds(url, page, query)
         from playwright.sync_api import sync_playwright
 
+        floor = floor_seconds(work)
         rows = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
@@ -220,6 +255,8 @@ def main() -> None:
                 print(f"{name:18s} first {first:5.2f} s  again {again:5.2f} s  script {scripts[name]:5.2f} s  "
                       f"rss {rows[-1][4]:6.0f} MB  torch {rows[-1][5]}", flush=True)
             browser.close()
+        print(f"\nStreamlit's own floor (a one-line page on its own server, same browser): first {floor[0]:.2f} s, "
+              f"again {floor[1]:.2f} s")
         worst = max(max(r[1], r[2]) for r in rows)
         print("\n| page | first visit (s) | again (s) | server script run (s) | dashboard RSS after (MB) | torch loaded |"
               "\n|---|---|---|---|---|---|")

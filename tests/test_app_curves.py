@@ -61,6 +61,13 @@ def test_epoch_axis_places_step_points_at_their_fraction_of_the_epoch():
     assert pts["x"].tolist() == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0] and title == "epoch" and missing == 0
 
 
+def test_a_per_epoch_metric_is_drawn_against_epochs_even_when_step_is_chosen():
+    series = pd.DataFrame({"run_id": [1, 1], "step": [1, 2], "epoch": [1, 2], "value": [0.1, 0.2],
+                           "recorded_at": [None, None]})
+    pts, title, _ = charts.series_x(series, "epoch", "step")
+    assert pts["x"].tolist() == [1, 2] and title == "epoch"
+
+
 def test_wall_time_axis_is_minutes_since_each_runs_first_point_and_counts_points_without_a_time():
     series = pd.DataFrame({"run_id": [1, 1, 2, 2, 2], "step": [1, 2, 1, 2, 3], "epoch": [1] * 5, "value": [1.0] * 5,
                            "recorded_at": [T0, T0 + timedelta(minutes=3), T0 + timedelta(hours=2),

@@ -49,10 +49,11 @@ def main() -> None:
             page.goto(args.base + path)
             settle(page, extra)
             if action == "overlay" and args.overlay:
-                box = page.get_by_label("Runs to draw with this one")
+                box = page.get_by_role("combobox", name="Runs to draw with this one")
                 for rid in args.overlay.split(","):
                     box.click()
-                    page.get_by_role("option", name=f"#{rid} ").first.click()
+                    box.fill(f"#{rid} ")  # the multiselect filters its options by the typed text
+                    page.keyboard.press("Enter")
                     settle(page, 0.5)
                 page.keyboard.press("Escape")
                 settle(page, extra)

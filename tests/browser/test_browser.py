@@ -130,6 +130,8 @@ def shot(page, name: str, out_dir: Path) -> None:
     shutil.copy(path, SHOTS / path.name)
 
 
+# Two real training runs and their evaluations: ~3 minutes on an idle 2-core CPU, several times that on a busy one.
+@pytest.mark.timeout(2700)
 def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
