@@ -243,10 +243,22 @@ X_AXES = ("step", "epoch", "wall time")
 LEGEND_BELOW_MAX = 6
 
 
+def _template_colourway() -> list[str]:
+    """The colours the active Plotly template draws categories in (Streamlit's theme in the dashboard process)."""
+    import plotly.io as pio
+
+    try:
+        way = pio.templates[pio.templates.default].layout.colorway
+    except (KeyError, ValueError, AttributeError):
+        way = None
+    return list(way or px.colors.qualitative.Plotly)
+
+
 def distinct_colours(n: int) -> list[str]:
-    """``n`` colours that stay distinguishable: Plotly's default ten first (the page's own bar colours), then the
-    24 of Dark24 and the 26 of Alphabet; beyond those, hues spread evenly around the wheel at two lightnesses."""
-    named = [*px.colors.qualitative.Plotly, *px.colors.qualitative.Dark24, *px.colors.qualitative.Alphabet]
+    """``n`` colours that stay distinguishable: the template's own colourway first (so a few runs look as every
+    other chart on the page, and an exported PNG as the page), then the 24 of Dark24 and the 26 of Alphabet;
+    beyond those, hues spread evenly around the wheel at two lightnesses."""
+    named = [*_template_colourway(), *px.colors.qualitative.Dark24, *px.colors.qualitative.Alphabet]
     unique = list(dict.fromkeys(c.lower() for c in named))
     if n <= len(unique):
         return unique[:n]
