@@ -162,3 +162,6 @@ def test_compare_with_fifty_runs_counts_them_and_sorts_the_legend_numerically(db
     assert bars["layout"]["legend"]["x"] > 1 and bars["layout"]["height"] > 1000
     diff = [d.value for d in at.dataframe if "run" in d.value.columns]
     assert diff and len(diff[0]) == 50  # the config diff: one row per run
+    assert not any("run(s)" in str(sp["layout"].get("title", {}).get("text", "")) for sp in plotly_specs(at))
+    at.toggle(key="cmp.curves.on").set_value(True).run()  # fifty runs' curves only on request
+    no_crash(at)

@@ -15,6 +15,8 @@ from app.curves import overlay_section
 from app.export import ExportError, figure_png, to_csv_bytes
 
 K = "cmp."
+# Up to this many selected runs, their training curves are drawn without asking.
+CURVES_AT_ONCE = 10
 
 
 def apply_query(run_ids: list[int], exp_ids: list[int]) -> None:
@@ -101,9 +103,11 @@ def body() -> None:
     st.plotly_chart(fig, key=K + "bars", width="stretch")
 
     st.subheader("Training curves")
-    names = dict(zip(runs["id"].astype(int), runs["method"], strict=True))
-    overlay_section(engine, chosen, {rid: f"#{rid} {names.get(rid, '')}" for rid in chosen}, K + "curves.",
-                    "compare-curves")
+    # Drawn at once for a handful of runs; for many, on request (fifty lines of every step cost a second to draw).
+    if len(chosen) <= CURVES_AT_ONCE or st.toggle(f"Draw the {len(chosen)} runs' curves", key=K + "curves.on"):
+        names = dict(zip(runs["id"].astype(int), runs["method"], strict=True))
+        overlay_section(engine, chosen, {rid: f"#{rid} {names.get(rid, '')}" for rid in chosen}, K + "curves.",
+                        "compare-curves")
 
     t1 = tables.table1(frame)
     st.markdown(t1.markdown, unsafe_allow_html=True)  # the paper's layout: best bold, second underlined
