@@ -219,7 +219,7 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
             curves = page.locator(".js-plotly-plot", has=page.locator("text=/2 run\\(s\\)/"))
             expect(curves).to_have_count(1)
             assert curves.locator(".scatterlayer .trace").count() == 2, "the two runs' curves are not overlaid"
-            legend = curves.locator(".legend .traces").all_inner_texts()
+            legend = curves.locator(".legend .traces .legendtext").all_text_contents()  # SVG text: no innerText
             assert [t.split()[0] for t in legend] == [f"#{run_id}", f"#{other_id}"], legend
             shot(page, "compare", out)
             # The exported PNG has the page's colours, not black bars.
