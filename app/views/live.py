@@ -122,6 +122,8 @@ def body() -> None:
     with_others = st.multiselect("Runs to draw with this one", others, key="live.overlay",
                                  format_func=lambda i: labels.get(i, str(i)), placeholder="pick runs to overlay",
                                  help="one line per run, for the metric chosen below")
+    if not with_others:  # this run's own curves are above: one more chart of it alone would only cost drawing time
+        return
     shown = [run_id, *with_others]
     active = bool((~runs[runs["id"].isin(shown)]["status"].isin(D.FINAL)).any())
     st.fragment(run_every=REFRESH_SECONDS if active else None)(guarded(overlay_fragment))(shown, labels)
