@@ -123,6 +123,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(base: str, timeout: float, what: str) -> None:
+    """Until the Streamlit server at ``base`` answers its health check; exits with one line after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/_stcore/health", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: {what} did not start within {timeout:.0f} s") from None
+            time.sleep(0.3)
+
+
 def rss_mb(pid: int) -> float:
     import psutil
 
@@ -176,15 +189,7 @@ def floor_seconds(work: Path) -> tuple[float, float]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("error: the floor page's server did not start") from None
-                time.sleep(0.3)
+        wait_healthy(url, 60, "the floor page's server")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -221,15 +226,7 @@ def main() -> None:
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("error: the dashboard did not start within 90 s") from None
-                time.sleep(0.3)
+        wait_healthy(base, 90, "the dashboard")
         print(f"dashboard up, {rss_mb(server.pid):.0f} MB", flush=True)
         some = ",".join(str(i) for i in range(args.runs - 49, args.runs + 1))  # 50 evaluated runs on Compare
         pages = [("Runs", "/"), ("Live", f"/live?run={args.runs}"), ("Compare (2 runs)", f"/compare?runs={args.runs},{args.runs - 1}"),

@@ -63,31 +63,19 @@ def store_url(request, tmp_path, monkeypatch):
     from tasks import store
 
     monkeypatch.setenv("IGAT_HOME", str(tmp_path / "home"))
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'igat.db'}"
-        name = None
-    else:
-        from tests.integration.conftest import PG_ADMIN, _pg_admin_connect
+    if request.param == "postgresql":
+        from tests.integration.conftest import fresh_postgres_database
 
-        try:
-            conn = _pg_admin_connect()
-        except Exception as exc:
-            pytest.skip(f"no PostgreSQL at {PG_ADMIN}: {exc}")
-        name = f"igat_test_runs_{os.getpid()}"
-        with conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+        with fresh_postgres_database(f"igat_test_runs_{os.getpid()}") as url:
+            monkeypatch.setenv("IGAT_DATABASE_URL", url)
+            yield url
+        return
+    url = f"sqlite:///{tmp_path / 'igat.db'}"
     monkeypatch.setenv("IGAT_DATABASE_URL", url)
     yield url
     for engine in list(store._ENGINES.values()):
         engine.dispose()
     store._ENGINES.clear()
-    if name is not None:
-        from tests.integration.conftest import _pg_admin_connect
-
-        with _pg_admin_connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_migration_0005_gives_old_runs_empty_notes_and_not_archived(store_url):

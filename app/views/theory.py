@@ -193,13 +193,7 @@ def _study_results(run: Any) -> None:
         rows = []
     if rows:
         st.dataframe(rows, hide_index=True, key="study_theory_table")
-    for key, builder in STUDY_FIGURES.items():
-        try:
-            fig = builder(data)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            st.info(f"{key}: not available in this result ({type(exc).__name__}: {exc}).")
-            continue
-        st.plotly_chart(fig, key=f"theory_{key}")
+    _figures(STUDY_FIGURES, data, {})
     for label, arm_rows in ((data.get("summary") or {}).get("arms") or {}).items():
         for r in arm_rows:
             if r.get("assumption_verdict"):
@@ -207,6 +201,18 @@ def _study_results(run: Any) -> None:
                            f"{r['assumption_verdict']}")
     with st.expander("Raw result (JSON)"):
         st.json(data, expanded=False)
+
+
+def _figures(builders: dict[str, Any], data: dict[str, Any], titles: dict[str, str]) -> None:
+    """Each figure the stored result can draw; one line naming what is missing for each it cannot (an older or
+    partial result)."""
+    for key, builder in builders.items():
+        try:
+            fig = builder(data)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            st.info(f"{titles.get(key, key)}: not available in this result ({type(exc).__name__}: {exc}).")
+            continue
+        st.plotly_chart(fig, key=f"theory_{key}")
 
 
 def _results(artifact: Any) -> None:
@@ -229,13 +235,7 @@ def _results(artifact: Any) -> None:
     titles = {"curvature": "Curvature per member", "pair_distances": "Ambiguous-pair distances",
               "conditions": "Assumption 4.4 conditions", "per_ordering": "Condition 1 per ordering",
               "zero_one": "0-1 loss: single vs ensembles"}
-    for key, builder in FIGURES.items():
-        try:
-            fig = builder(data)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            st.info(f"{titles[key]}: not available in this result ({type(exc).__name__}: {exc}).")
-            continue
-        st.plotly_chart(fig, key=f"theory_{key}")
+    _figures(FIGURES, data, titles)
     with st.expander("Raw result (JSON)"):
         st.json(data, expanded=False)
 

@@ -5,6 +5,7 @@ real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,19 +59,18 @@ def _pg_admin_connect():
     return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database igat_test_<pid> for this session, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_postgres_database(name: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database ``name`` (one left over by a killed run is dropped first); the
+    store's cached engines are disposed and the database dropped afterwards. Skips when no PostgreSQL answers."""
     try:
         conn = _pg_admin_connect()
     except Exception as exc:
         pytest.skip(f"no PostgreSQL at {PG_ADMIN}: {exc}")
-    name = f"igat_test_{os.getpid()}"
     with conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+    yield f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
     from tasks import store
 
     for engine in list(store._ENGINES.values()):
@@ -78,6 +78,13 @@ def postgres_url() -> Iterator[str]:
     store._ENGINES.clear()
     with _pg_admin_connect() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database igat_test_<pid> for this session, dropped afterwards."""
+    with fresh_postgres_database(f"igat_test_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -163,19 +163,10 @@ def fresh_url(request, tmp_path):
         return
     import os
 
-    from tests.integration.conftest import PG_ADMIN, _pg_admin_connect
+    from tests.integration.conftest import fresh_postgres_database
 
-    try:
-        conn = _pg_admin_connect()
-    except Exception as exc:
-        pytest.skip(f"no PostgreSQL at {PG_ADMIN}: {exc}")
-    name = f"igat_test_mig_{os.getpid()}"
-    with conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
-    with _pg_admin_connect() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database(f"igat_test_mig_{os.getpid()}") as url:
+        yield url
 
 
 def test_migration_0004_adds_intervals_to_old_rows_and_the_unique_key(fresh_url):
