@@ -117,28 +117,29 @@ def members_help(defense: str) -> str:
 
 # --- defaults ---------------------------------------------------------------------------
 
+# The specs (igat.specs), not the implementations: the dashboard validates and plans configs without PyTorch.
 def _registry_defense(name: str):
-    from igat.defenses import DEFENSES
+    from igat.specs.defenses import DEFENSE_SPECS
 
-    return DEFENSES.get(name)
+    return DEFENSE_SPECS.get(name)
 
 
 def defense_names() -> list[str]:
-    from igat.defenses import DEFENSES
+    from igat.specs.defenses import DEFENSE_SPECS
 
-    return list(DEFENSES.names())
+    return list(DEFENSE_SPECS.names())
 
 
 def attack_names() -> list[str]:
-    from igat.attacks import ATTACKS
+    from igat.specs.attacks import ATTACK_SPECS
 
-    return list(ATTACKS.names())
+    return list(ATTACK_SPECS.names())
 
 
 def combiner_names() -> list[str]:
-    from igat.models.combiners import COMBINERS
+    from igat.specs.combiners import combiner_names as names
 
-    return list(COMBINERS.names())
+    return names()
 
 
 def apply_preset_dict(data: dict[str, Any], preset: str) -> dict[str, Any]:
@@ -511,9 +512,9 @@ def advanced_fields() -> list[tuple[str, str, ParamField]]:
 
 
 def attack_param_fields(attack: str) -> list[ParamField]:
-    from igat.attacks import ATTACKS
+    from igat.specs.attacks import ATTACK_SPECS
 
-    return param_fields(ATTACKS.get(attack).Params) if attack in ATTACKS else []
+    return param_fields(ATTACK_SPECS.get(attack).Params) if attack in ATTACK_SPECS else []
 
 
 def _attack_params(old: dict[str, Any], name: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -655,20 +656,20 @@ def registry_param_errors(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Errors of defense.params and eval.attacks.<i>.params against the registered Params models."""
     from pydantic import ValidationError
 
-    from igat.attacks import ATTACKS
-    from igat.defenses import DEFENSES
+    from igat.specs.attacks import ATTACK_SPECS
+    from igat.specs.defenses import DEFENSE_SPECS
 
     errors: list[tuple[str, str]] = []
     defense = get_path(data, "defense.name")
-    if defense in DEFENSES:
+    if defense in DEFENSE_SPECS:
         try:
-            DEFENSES.get(defense).Params(**(get_path(data, "defense.params") or {}))
+            DEFENSE_SPECS.get(defense).Params(**(get_path(data, "defense.params") or {}))
         except ValidationError as exc:
             errors.extend(ConfigError.from_validation(exc, "defense.params.").errors)
     for i, spec in enumerate(get_path(data, "eval.attacks") or []):
-        if isinstance(spec, dict) and spec.get("name") in ATTACKS:
+        if isinstance(spec, dict) and spec.get("name") in ATTACK_SPECS:
             try:
-                ATTACKS.get(spec["name"]).Params(**(spec.get("params") or {}))
+                ATTACK_SPECS.get(spec["name"]).Params(**(spec.get("params") or {}))
             except ValidationError as exc:
                 errors.extend(ConfigError.from_validation(exc, f"eval.attacks.{i}.params.").errors)
     return errors

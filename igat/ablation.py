@@ -22,8 +22,8 @@ from typing import Any
 from igat.ablation_variants import TITLES, VARIANTS
 from igat.config import AttackSpec, ExperimentConfig
 from igat.data import Dataset, load_dataset
-from igat.defenses import DEFENSES
 from igat.evaluation import evaluate_ensemble
+from igat.specs.defenses import DEFENSE_SPECS
 from igat.training import Callback, Trainer
 from igat.training.trainer import default_output_dir
 
@@ -120,7 +120,7 @@ def run_ablation(
     say = progress or (lambda _msg: None)
     if base_checkpoint is None:
         base_cfg = base_config or base_config_of(config)
-        warm = DEFENSES.get(base_cfg.defense.name).warm_start_from
+        warm = DEFENSE_SPECS.get(base_cfg.defense.name).warm_start_from
         if warm and not base_cfg.train.init_checkpoint:
             # The recipe starts from another defense's ensemble (DVERGE: standard training, spec §2.4): train it
             # first with the base's budget, model and data, then warm-start the base from it.

@@ -134,8 +134,8 @@ class ModelConfig(StrictModel):
     @field_validator("depth")
     @classmethod
     def _cifar_resnet_depth(cls, v: int) -> int:
-        # one rule for the config and the model itself (the model module imports torch, hence lazily)
-        from igat.models.resnet import depth_error
+        # one rule for the config and the model itself (igat.models.resnet re-exports it)
+        from igat.specs.architecture import depth_error
 
         if problem := depth_error(v):
             raise ValueError(problem)
@@ -144,7 +144,7 @@ class ModelConfig(StrictModel):
     @field_validator("width")
     @classmethod
     def _channel_multiplier(cls, v: int) -> int:
-        from igat.models.resnet import width_error
+        from igat.specs.architecture import width_error
 
         if problem := width_error(v):
             raise ValueError(problem)
@@ -328,29 +328,30 @@ class ExperimentConfig(StrictModel):
     @model_validator(mode="after")
     def _check_registered(self) -> ExperimentConfig:
         # Validate the defense/attack/combiner names and their parameter models against the
-        # registries, so errors name e.g. ``defense.params.alpha``.
-        from igat.attacks import ATTACKS
-        from igat.defenses import DEFENSES
-        from igat.models.combiners import COMBINERS
+        # registries, so errors name e.g. ``defense.params.alpha``. The specs, not the implementations: checking
+        # a config must not load PyTorch (the dashboard and `igat submit` check configs).
+        from igat.specs.attacks import ATTACK_SPECS
+        from igat.specs.combiners import combiner_names
+        from igat.specs.defenses import DEFENSE_SPECS
 
         errors: list[tuple[str, str]] = []
-        if self.defense.name not in DEFENSES:
-            errors.append(("defense.name", f"unknown defense {self.defense.name!r}; choose one of {', '.join(DEFENSES.names())}"))
+        if self.defense.name not in DEFENSE_SPECS:
+            errors.append(("defense.name", f"unknown defense {self.defense.name!r}; choose one of {', '.join(DEFENSE_SPECS.names())}"))
         else:
-            params_model = DEFENSES.get(self.defense.name).Params
+            params_model = DEFENSE_SPECS.get(self.defense.name).Params
             problems = param_problems(params_model, self.defense.params)
             errors.extend((f"defense.params.{k}", m) for k, m in problems)
             try:
                 if not problems:
                     params_model(**self.defense.params)
-                    errors.extend(DEFENSES.get(self.defense.name).config_problems(self))
+                    errors.extend(DEFENSE_SPECS.get(self.defense.name).config_problems(self))
             except ValidationError as exc:
                 errors.extend(ConfigError.from_validation(exc, "defense.params.").errors)
         for i, spec in enumerate(self.eval.attacks):
-            if spec.name not in ATTACKS:
-                errors.append((f"eval.attacks.{i}.name", f"unknown attack {spec.name!r}; choose one of {', '.join(ATTACKS.names())}"))
+            if spec.name not in ATTACK_SPECS:
+                errors.append((f"eval.attacks.{i}.name", f"unknown attack {spec.name!r}; choose one of {', '.join(ATTACK_SPECS.names())}"))
                 continue
-            attack_params = ATTACKS.get(spec.name).Params
+            attack_params = ATTACK_SPECS.get(spec.name).Params
             problems = param_problems(attack_params, spec.params)
             errors.extend((f"eval.attacks.{i}.params.{k}", m) for k, m in problems)
             try:
@@ -359,17 +360,17 @@ class ExperimentConfig(StrictModel):
             except ValidationError as exc:
                 errors.extend(ConfigError.from_validation(exc, f"eval.attacks.{i}.params.").errors)
         for i, c in enumerate(self.eval.combiners):
-            if c not in COMBINERS:
-                errors.append((f"eval.combiners.{i}", f"unknown combiner {c!r}; choose one of {', '.join(COMBINERS.names())}"))
+            if c not in combiner_names():
+                errors.append((f"eval.combiners.{i}", f"unknown combiner {c!r}; choose one of {', '.join(combiner_names())}"))
         if errors:
             raise ValueError("; ".join(f"{f}: {m}" for f, m in errors))
         return self
 
     # --- typed access to registry-validated parameters ------------------------------
     def defense_params(self) -> BaseModel:
-        from igat.defenses import DEFENSES
+        from igat.specs.defenses import DEFENSE_SPECS
 
-        return DEFENSES.get(self.defense.name).Params(**self.defense.params)
+        return DEFENSE_SPECS.get(self.defense.name).Params(**self.defense.params)
 
     @property
     def display_name(self) -> str:

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from igat.attacks import ATTACKS, Attack, build_attack
 from igat.config import AttackSpec, ExperimentConfig, with_overrides
+from igat.eval_plan import PlannedRow, attack_cap, plan_rows, row_key
 from igat.models.ensemble import Ensemble
 from igat.models.fused import combined_models
 from igat.stats import wilson_of_accuracy
@@ -147,18 +148,11 @@ def summarise_stats(stats: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def attack_cap(attack: Attack, spec: AttackSpec | None = None) -> int | None:
-    """The smaller of the attack's own ``num_examples`` (CW) and the spec's (the protocol's); None = no cap."""
-    caps = [c for c in (getattr(attack.params, "num_examples", None), spec.num_examples if spec else None)
-            if c is not None]
-    return min(caps) if caps else None
-
-
 def attack_subset(attack: Attack, x: Tensor, y: Tensor, spec: AttackSpec | None = None) -> tuple[Tensor, Tensor]:
     """The equidistant subset an attack with a ``num_examples`` cap runs on (all of x otherwise)."""
     from igat.data import equidistant_indices
 
-    cap = attack_cap(attack, spec)
+    cap = attack_cap(attack.params, spec)
     if cap is None or cap >= len(x):
         return x, y
     idx = equidistant_indices(len(x), cap)
@@ -175,52 +169,6 @@ def _specs(attacks: Sequence[AttackSpec | dict | str]) -> list[AttackSpec]:
         else:
             out.append(AttackSpec(**a))
     return out
-
-
-@dataclass(frozen=True)
-class PlannedRow:
-    """One result an evaluation will produce (or reuse): what it runs and the key it is stored under."""
-
-    target: str
-    combiner: str
-    spec: AttackSpec
-    num_examples: int
-    members: int  # members the target runs (the ensemble's for a combiner, 1 for a member): for the cost model
-    eval_key: str
-
-    @property
-    def attack(self) -> str:
-        return self.spec.name
-
-
-def row_key(settings: str, target: str, combiner: str, attack: Attack, spec: AttackSpec, num_examples: int) -> str:
-    """The hash a result is stored under: the settings it was computed with and everything of the row itself.
-
-    The attack's parameters enter with their defaults filled in, so a changed default is a changed key.
-    """
-    record = {"settings": settings, "target": target, "combiner": combiner, "attack": spec.name,
-              "params": attack.params.model_dump(mode="json"), "num_examples": int(num_examples)}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def plan_rows(specs: Sequence[AttackSpec], combiners: Sequence[str], num_members: int, num_eval: int,
-              per_member: bool = True, member_attacks: Sequence[str] | None = None,
-              settings: str = "") -> list[PlannedRow]:
-    """The rows ``evaluate_ensemble`` produces, in its order, for an evaluation set of ``num_eval`` examples."""
-    built = [(s, build_attack(s.name, s.params)) for s in specs]
-    targets: list[tuple[str, str, int, list[tuple[AttackSpec, Attack]]]] = [("ensemble", c, num_members, built)
-                                                                            for c in combiners]
-    if per_member:
-        m_built = built if member_attacks is None else [b for b in built if b[0].name in set(member_attacks)]
-        targets += [(f"member_{i}", "-", 1, m_built) for i in range(num_members)]
-    rows = []
-    for target, combiner, members, pairs in targets:
-        for spec, attack in pairs:
-            cap = attack_cap(attack, spec)
-            n = num_eval if cap is None else min(cap, num_eval)
-            rows.append(PlannedRow(target, combiner, spec, n, members,
-                                   row_key(settings, target, combiner, attack, spec, n)))
-    return rows
 
 
 def evaluate_ensemble(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from igat.config import AttackSpec, ExperimentConfig
 
 if TYPE_CHECKING:
-    from igat.evaluation import PlannedRow
+    from igat.eval_plan import PlannedRow
 
 CUSTOM = "custom"
 
@@ -148,9 +148,9 @@ def _aa_passes(params: dict[str, Any], num_classes: int) -> float:
 
 def passes_per_example(spec: AttackSpec, num_classes: int = 10) -> float:
     """Member forward+backward passes one example costs under ``spec`` (an upper estimate), incl. the final check."""
-    from igat.attacks import build_attack
+    from igat.eval_plan import attack_params
 
-    p = build_attack(spec.name, spec.params).params.model_dump()
+    p = attack_params(spec).model_dump()
     check = FORWARD_SHARE  # the final classification of the adversarial example
     if spec.name == "natural":
         return check
@@ -211,7 +211,7 @@ def _about(seconds: float) -> str:
 
 
 def estimate_rows(rows: Sequence[PlannedRow], config: ExperimentConfig, device: str = "cpu") -> Estimate:
-    """The estimated time of computing ``rows`` (:func:`igat.evaluation.plan_rows`) on ``device`` ("cpu" / "cuda")."""
+    """The estimated time of computing ``rows`` (:func:`igat.eval_plan.plan_rows`) on ``device`` ("cpu" / "cuda")."""
     classes = config.data.num_classes
     by_attack: dict[str, float] = {}
     for r in rows:
@@ -225,7 +225,7 @@ def estimate_rows(rows: Sequence[PlannedRow], config: ExperimentConfig, device: 
 def estimate_seconds(config: ExperimentConfig, device: str = "cpu",
                      member_attacks: Sequence[str] | None = ("natural", "pgd")) -> Estimate:
     """The estimated time of the config's whole ``eval`` on ``device`` (members get ``member_attacks``, None = all)."""
-    from igat.evaluation import plan_rows
+    from igat.eval_plan import plan_rows
 
     total = eval_set_total(config)
     ev = config.eval

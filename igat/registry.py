@@ -1,8 +1,10 @@
 """A tiny name -> object registry used for defenses, attacks and combiners.
 
-Adding a defense or an attack is one file: the module defines the class and decorates it
-with ``@DEFENSES.register("name")``. Modules listed in a package's ``__init__`` are imported
-once so the registry is complete whenever the package is imported.
+Two registries per kind: the torch-free specs (``DEFENSE_SPECS``/``ATTACK_SPECS`` in :mod:`igat.specs`: names,
+parameter models, recipes; what configs are validated against) and the implementations (``DEFENSES``/``ATTACKS``:
+``class ADP(ADPSpec, Defense)`` decorated with ``@DEFENSES.register("adp")``). Modules listed in a package's
+``__init__`` are imported once so a registry is complete whenever its package is imported; ``tests/test_specs.py``
+checks that both registries of a kind name the same things.
 """
 
 from __future__ import annotations

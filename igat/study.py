@@ -137,9 +137,9 @@ class StudySpec(StrictModel):
 # --- the configs ---------------------------------------------------------------------------------------
 def recipe_config(defense: str, spec: StudySpec, seed: int) -> ExperimentConfig:
     """D's recommended recipe at the study's scale (no iGAT)."""
-    from igat.defenses import DEFENSES
+    from igat.specs.defenses import DEFENSE_SPECS
 
-    cls = DEFENSES.get(defense)
+    cls = DEFENSE_SPECS.get(defense)
     scale = SCALES[spec.scale]
     data = ExperimentConfig().to_dict()
     data["defense"] = {"name": defense, "params": {}}
@@ -279,9 +279,9 @@ def evaluate_per_example(checkpoint: str, spec: StudySpec, dataset, device) -> d
 def warm_start_of(spec: StudySpec) -> str | None:
     """The defense whose ensemble the base starts from: the recipe's (DVERGE), else the scale's (cpu-mini);
     never a defense from itself."""
-    from igat.defenses import DEFENSES
+    from igat.specs.defenses import DEFENSE_SPECS
 
-    warm = DEFENSES.get(spec.defense).warm_start_from or SCALES[spec.scale]["warm_start"]
+    warm = DEFENSE_SPECS.get(spec.defense).warm_start_from or SCALES[spec.scale]["warm_start"]
     return None if warm == spec.defense else warm
 
 

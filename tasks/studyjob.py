@@ -63,8 +63,8 @@ def check_study(data: StudySpec | dict[str, Any]) -> StudySpec:
     from pydantic import ValidationError
 
     from igat.config import ConfigError
-    from igat.defenses import DEFENSES
     from igat.registry import UnknownNameError
+    from igat.specs.defenses import DEFENSE_SPECS
     from igat.study import StudySpec, arm_config, recipe_config
 
     raw = data.model_dump(mode="json") if isinstance(data, StudySpec) else data
@@ -75,7 +75,7 @@ def check_study(data: StudySpec | dict[str, Any]) -> StudySpec:
     except ValidationError as exc:
         raise ConfigError.from_validation(exc) from None
     try:
-        DEFENSES.get(spec.defense)
+        DEFENSE_SPECS.get(spec.defense)
     except UnknownNameError as exc:
         raise ConfigError([("defense", str(exc))]) from None
     try:

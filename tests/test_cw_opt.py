@@ -15,9 +15,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from igat.attacks import ATTACKS, build_attack
-from igat.attacks.cw_opt import CWOptParams, cw_linf
+from igat.attacks.cw_opt import cw_linf
 from igat.evaluation import evaluate_ensemble
 from igat.models.ensemble import Ensemble
+from igat.specs.attacks import CWOptParams
 
 SHAPE = (3, 2, 2)
 DIM = 12

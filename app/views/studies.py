@@ -40,9 +40,9 @@ def key(name: str) -> str:
 
 
 def defense_names() -> list[str]:
-    from igat.defenses import DEFENSES
+    from igat.specs.defenses import DEFENSE_SPECS
 
-    return [d for d in DEFENSES.names() if d != "standard"]  # "standard" has no adversarial recipe to improve
+    return [d for d in DEFENSE_SPECS.names() if d != "standard"]  # "standard" has no adversarial recipe to improve
 
 
 # --- launching ---------------------------------------------------------------------------------------------

@@ -25,19 +25,15 @@ evaluation generator, so results are deterministic for a fixed seed.
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from torch import Tensor
 
-from igat.attacks.base import ATTACKS, Attack, AttackParams, AttackResult, Model
-from igat.config import EPS_8_255
+from igat.attacks.base import ATTACKS, Attack, AttackResult, Model
+from igat.specs.attacks import FAST_ATTACKS, AutoAttackParams, AutoAttackSpec
 
 PACKAGE = "pyautoattack"
-AAAttackName = Literal["apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square"]
-STANDARD_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")
-FAST_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t")
 STANDARD_TARGETS = 9
 
 
@@ -46,27 +42,6 @@ def package_version() -> str:
         return metadata.version(PACKAGE)
     except metadata.PackageNotFoundError:  # pragma: no cover - dependency missing
         return "not installed"
-
-
-class AutoAttackParams(AttackParams):
-    eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="L-inf radius in [0,1] pixel units")
-    version: Literal["standard", "fast", "custom"] = Field(
-        "standard", description="standard = APGD-CE, APGD-T, FAB-T, Square; fast = APGD-CE + APGD-T; custom = `attacks`"
-    )
-    attacks: list[AAAttackName] | None = Field(None, description="sub-attacks to run, only with version 'custom'")
-    n_iter: int | None = Field(None, ge=1, le=100_000, description="APGD/FAB iterations (fast/custom only; default 100)")
-    n_queries: int | None = Field(None, ge=1, le=1_000_000, description="Square queries (fast/custom only; default 5000)")
-
-    @model_validator(mode="after")
-    def _check_version(self) -> AutoAttackParams:
-        if self.version == "custom":
-            if not self.attacks:
-                raise ValueError("attacks: version 'custom' needs a non-empty list of sub-attacks")
-        elif self.attacks is not None:
-            raise ValueError(f"attacks: only allowed with version 'custom' (version is {self.version!r})")
-        if self.version == "standard" and (self.n_iter is not None or self.n_queries is not None):
-            raise ValueError("n_iter/n_queries: the standard version uses the package's settings; use 'fast' or 'custom'")
-        return self
 
 
 def _set_apgd_iterations(apgd: Any, n_iter: int) -> None:
@@ -107,11 +82,8 @@ def build_autoattack(model: Model, params: AutoAttackParams, num_classes: int, d
 
 
 @ATTACKS.register("autoattack")
-class AutoAttackAttack(Attack):
+class AutoAttackAttack(AutoAttackSpec, Attack):
     """AutoAttack via pyautoattack (default: the standard version, L-inf, eps 8/255)."""
-
-    name = "autoattack"
-    Params = AutoAttackParams
 
     def perturb(self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> AttackResult:
         p = self.params

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from igat.registry import Registry
+from igat.specs.attacks import AttackParams, AttackSpec
 
 Model = Callable[[Tensor], Tensor]
-
-
-class AttackParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass
@@ -31,10 +27,9 @@ class AttackResult:
     stats: dict[str, Any] = field(default_factory=dict)  # e.g. per-example query counts
 
 
-class Attack:
-    name: ClassVar[str]
-    Params: ClassVar[type[AttackParams]] = AttackParams
-    kind: ClassVar[str] = "white-box"  # or "black-box", "natural", "ensemble"
+class Attack(AttackSpec):
+    """An attack's implementation; its name, ``Params``, kind and summary come from its spec
+    (:mod:`igat.specs.attacks`), which implementations list first: ``class PGDAttack(PGDSpec, Attack)``."""
 
     def __init__(self, params: AttackParams | None = None, **kwargs: Any) -> None:
         self.params = params if params is not None else self.Params(**kwargs)

@@ -57,11 +57,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import Tensor
 
-from igat.attacks.base import ATTACKS, Attack, AttackParams, AttackResult, Model, project
-from igat.config import EPS_8_255
+from igat.attacks.base import ATTACKS, Attack, AttackResult, Model, project
+from igat.specs.attacks import CWOptSpec
 
 # Foolbox maps [0, 1] to (-1, 1) shrunk by this factor before arctanh, so the clean input is finite.
 _TANH_SHRINK = 0.999999
@@ -238,36 +237,9 @@ def cw_linf(
     return CWLinfResult(best.view_as(x), best_dist, clean_wrong, iterations)
 
 
-class CWOptParams(AttackParams):
-    eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="L-inf radius the best adversarial is clipped to for "
-                       "scoring, in [0,1] pixel units (4/255, 2/255, 1/255 are reported as statistics)")
-    lr: float = Field(5e-3, gt=0.0, le=1.0, description="Adam learning rate in tanh space")
-    max_iterations: int = Field(100, ge=1, le=100_000, description="Adam iterations per (c, tau) round")
-    binary_search_steps: int = Field(5, ge=1, le=50, description="binary-search steps over the constant c")
-    initial_const: float = Field(1e-2, gt=0.0, le=1e6, description="first constant c (weight of the margin term)")
-    const_factor: float = Field(10.0, gt=1.0, le=1e3, description="c is multiplied by this until the first success")
-    tau_start: float = Field(1.0, gt=0.0, le=1.0, description="initial tau (per-pixel L-inf threshold)")
-    tau_decrease: float = Field(0.9, gt=0.0, lt=1.0, description="after a success, tau = this x achieved L-inf")
-    tau_min: float = Field(1 / 256, gt=0.0, lt=1.0, description="the tau loop stops once tau <= this")
-    kappa: float = Field(0.0, ge=0.0, le=1e3, description="confidence margin of the misclassification term")
-    abort_early: bool = Field(True, description="stop a round when the loss stalls (checked every 10% of iterations)")
-    num_examples: int | None = Field(
-        1000, ge=1, description="evaluate on at most this many equidistant examples of the evaluation set (None = all)"
-    )
-
-    @model_validator(mode="after")
-    def _tau_range(self) -> CWOptParams:
-        if self.tau_min >= self.tau_start:
-            raise ValueError(f"tau_min ({self.tau_min}) must be below tau_start ({self.tau_start})")
-        return self
-
-
 @ATTACKS.register("cw_opt")
-class CWOptAttack(Attack):
+class CWOptAttack(CWOptSpec, Attack):
     """Reference-code CW: C&W L-inf optimisation (tau + binary search over c), best adversarial clipped to eps."""
-
-    name = "cw_opt"
-    Params = CWOptParams
 
     def perturb(self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> AttackResult:
         # Deterministic: no random start, so the generator is not used.

@@ -21,15 +21,19 @@ Two entry points share the random start and the step:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import Tensor
 
-from igat.attacks.base import ATTACKS, Attack, AttackParams, AttackResult, Model, project
+from igat.attacks.base import ATTACKS, Attack, AttackResult, Model, project
 from igat.config import EPS_8_255, STEP_2_255
+from igat.specs.attacks import (
+    FGSMSpec,
+    NaturalSpec,
+    PGDSpec,
+    PGDStrengthSpec,
+)
 
 
 def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -198,33 +202,12 @@ def early_exit_stats(res: PGDResult) -> dict[str, Tensor]:
     return {"attacked": res.attacked.cpu(), "iterations": res.iterations.cpu()}
 
 
-class PGDAttackParams(AttackParams):
-    eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="L-inf radius in [0,1] pixel units")
-    step_size: float = Field(STEP_2_255, gt=0.0, le=1.0)
-    steps: int = Field(20, ge=1, le=10000)
-    random_start: bool = True
-    restarts: int = Field(1, ge=1, le=100, description="random starts; later ones attack only the still-robust "
-                          "examples, the worst case counts")
-    loss: Literal["ce", "cw"] = "ce"
-    targeted: bool = False
-    target_offset: int = Field(1, ge=1, description="targeted mode: target = (y + offset) mod C")
-
-    @model_validator(mode="after")
-    def _restarts_need_random_start(self) -> PGDAttackParams:
-        if self.restarts > 1 and not self.random_start:
-            raise ValueError("restarts > 1 needs random_start (every restart would repeat the same trajectory)")
-        return self
-
-
 @ATTACKS.register("pgd")
-class PGDAttack(Attack):
+class PGDAttack(PGDSpec, Attack):
     """PGD-k with cross-entropy (default PGD-20, eps 8/255, step 2/255, one random start), early exit per example.
 
     Stats: ``attacked`` (correct clean, so attacked) and ``iterations`` (forward+backward passes) per example.
     """
-
-    name = "pgd"
-    Params = PGDAttackParams
 
     def perturb(self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> AttackResult:
         p = self.params
@@ -238,18 +221,9 @@ class PGDAttack(Attack):
         return AttackResult(res.x_adv, early_exit_stats(res))
 
 
-class FGSMParams(AttackParams):
-    eps: float = Field(EPS_8_255, ge=0.0, le=1.0)
-    targeted: bool = False
-    target_offset: int = Field(1, ge=1)
-
-
 @ATTACKS.register("fgsm")
-class FGSMAttack(Attack):
+class FGSMAttack(FGSMSpec, Attack):
     """One signed-gradient step of size eps (no random start); misclassified clean inputs are kept as they are."""
-
-    name = "fgsm"
-    Params = FGSMParams
 
     def perturb(self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> AttackResult:
         p = self.params
@@ -261,28 +235,14 @@ class FGSMAttack(Attack):
         return AttackResult(res.x_adv, early_exit_stats(res))
 
 
-class PGDStrengthParams(AttackParams):
-    eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="L-inf radius in [0,1] pixel units")
-    step_size: float = Field(STEP_2_255, gt=0.0, le=1.0)
-    reference_steps: int = Field(20, ge=1, le=10000, description="the PGD-k whose accuracy is checked")
-    steps: int = Field(100, ge=1, le=10000, description="steps of the stronger PGD")
-    restarts: int = Field(3, ge=1, le=100, description="random starts of the stronger PGD")
-    num_examples: int | None = Field(
-        200, ge=1, description="probe at most this many equidistant examples of the evaluation set (None = all)"
-    )
-
-
 @ATTACKS.register("pgd_strength")
-class PGDStrengthAttack(Attack):
+class PGDStrengthAttack(PGDStrengthSpec, Attack):
     """Strength probe: PGD-k (reference), then PGD-100 with restarts on what PGD-k left robust, same examples.
 
     The row's accuracy is the worst case of both; ``stats["robust_reference"]`` (per example) gives
     PGD-k's accuracy on the same examples, so their difference is a paired estimate of how much
     PGD-k overestimates robustness (:mod:`igat.sanity` flags more than a point).
     """
-
-    name = "pgd_strength"
-    Params = PGDStrengthParams
 
     def perturb(self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> AttackResult:
         p = self.params
@@ -300,11 +260,8 @@ class PGDStrengthAttack(Attack):
 
 
 @ATTACKS.register("natural")
-class NaturalAttack(Attack):
+class NaturalAttack(NaturalSpec, Attack):
     """No attack: natural (clean) accuracy."""
-
-    name = "natural"
-    kind = "natural"
 
     def perturb(self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> AttackResult:
         return AttackResult(x.detach().clone())

@@ -22,16 +22,15 @@ here is a stricter budget of 500 model calls per example.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
-from igat.attacks.base import ATTACKS, Attack, AttackParams, AttackResult, Model, project
+from igat.attacks.base import ATTACKS, Attack, AttackResult, Model, project
 from igat.attacks.pgd import margin_loss
 from igat.config import EPS_8_255
+from igat.specs.attacks import SignHunterSpec
 
 
 def _score(logits: Tensor, y: Tensor, loss: str) -> Tensor:
@@ -109,19 +108,9 @@ def signhunter(
     return x_adv, queries, fooled
 
 
-class SignHunterParams(AttackParams):
-    eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="L-inf radius in [0,1] pixel units")
-    max_queries: int = Field(500, ge=1, le=10_000_000, description="model calls per example, the clean one included")
-    loss: Literal["margin", "ce"] = Field("margin", description="score to maximise: CW margin (reference) or CE")
-
-
 @ATTACKS.register("signhunter")
-class SignHunterAttack(Attack):
+class SignHunterAttack(SignHunterSpec, Attack):
     """SignHunter, L-inf, margin loss, 500 queries per example (counted honestly), early stop."""
-
-    name = "signhunter"
-    Params = SignHunterParams
-    kind = "black-box"
 
     def perturb(self, model: Model, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> AttackResult:
         # Deterministic: the search has no random choices, so the generator is not used.

@@ -88,10 +88,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> int:
-    from igat.defenses import DEFENSES
+    from igat.specs.defenses import DEFENSE_SPECS
 
     try:
-        cls = DEFENSES.get(args.defense)
+        cls = DEFENSE_SPECS.get(args.defense)
     except KeyError as exc:
         return fail(str(exc))
     data = ExperimentConfig().to_dict()
@@ -118,17 +118,16 @@ def run_config(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from igat.attacks import ATTACKS
-    from igat.defenses import DEFENSES
-    from igat.models.combiners import COMBINERS
+    from igat.specs.attacks import ATTACK_SPECS
+    from igat.specs.combiners import combiner_names
+    from igat.specs.defenses import DEFENSE_SPECS
 
     print("defenses:")
-    for n in DEFENSES.names():
-        print(f"  {n:12s} {DEFENSES.get(n).description}")
+    for n in DEFENSE_SPECS.names():
+        print(f"  {n:12s} {DEFENSE_SPECS.get(n).description}")
     print("attacks:")
-    for n in ATTACKS.names():
-        doc = (ATTACKS.get(n).__doc__ or "").strip().splitlines()
-        print(f"  {n:12s} {doc[0] if doc else ''}")
-    print("combiners: " + ", ".join(COMBINERS.names()))
+    for n in ATTACK_SPECS.names():
+        print(f"  {n:12s} {ATTACK_SPECS.get(n).summary}")
+    print("combiners: " + ", ".join(combiner_names()))
     return 0
 

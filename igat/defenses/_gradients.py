@@ -11,15 +11,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
-from igat.config import EPS_8_255, STEP_2_255
-from igat.defenses.base import DefenseParams, member_ce
+from igat.defenses.base import member_ce
+from igat.specs.defenses import AdversarialParams
 
 if TYPE_CHECKING:
     from igat.models.ensemble import Ensemble
@@ -70,19 +69,6 @@ def pairwise_cosine(grads: Tensor, eps: float = 1e-12) -> Tensor:
     """Cosine similarity of every member pair per example: grads [N, B, D] -> [P, B], P = N(N-1)/2."""
     i, j = pair_indices(grads.shape[0], grads.device)
     return F.cosine_similarity(grads[i], grads[j], dim=-1, eps=eps)
-
-
-class AdversarialParams(DefenseParams):
-    """The optional PGD adversarial-training part shared by ADP, GAL, CLDL and SoE."""
-
-    plus_adv: bool = Field(True, description="add a PGD adversarial-training term (the Table 1 variants are adversarially trained)")
-    adv_eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="L-inf radius of the training attack, [0,1] pixel units")
-    adv_step_size: float = Field(STEP_2_255, gt=0.0, le=1.0, description="PGD step size of the training attack")
-    adv_steps: int = Field(10, ge=1, le=1000, description="PGD iterations of the training attack")
-    adv_random_start: bool = Field(True, description="uniform random start in the eps-ball")
-    adv_bn_mode: Literal["train", "eval"] = Field(
-        "eval", description="BatchNorm mode while crafting the attack (the reference trainers leave members in train mode)"
-    )
 
 
 def ensemble_pgd(ctx: StepContext, x: Tensor, y: Tensor, p: AdversarialParams, combiner: str = "average") -> Tensor:

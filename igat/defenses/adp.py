@@ -12,15 +12,13 @@ the iGAT code), ``adp`` = the full L_ADP(x_adv) (the original TF advtrain script
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
-from igat.defenses._gradients import AdversarialParams, ensemble_pgd, require_members
-from igat.defenses.base import DEFENSES, REFERENCE_ADAM, Defense, LossOutput, accuracy, member_ce
+from igat.defenses._gradients import ensemble_pgd, require_members
+from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy, member_ce
+from igat.specs.defenses import ADPParams, ADPSpec
 
 ENTROPY_LOG_OFFSET = 1e-20
 DET_OFFSET = 1e-6
@@ -61,28 +59,8 @@ def adp_loss(logits: Tensor, y: Tensor, alpha: float, beta: float) -> tuple[Tens
     return ce - alpha * entropy - beta * log_det, {"ce": ce, "entropy": entropy, "log_det": log_det}
 
 
-class ADPParams(AdversarialParams):
-    alpha: float = Field(2.0, ge=0.0, le=100.0, description="ensemble-entropy coefficient (original flag `lamda`)")
-    log_det_lamda: float = Field(0.5, ge=0.0, le=100.0, description="log-det diversity coefficient beta (`log_det_lamda`)")
-    adv_steps: int = Field(20, ge=1, le=1000, description="PGD iterations of the training attack (iGAT's ADP default: 20)")
-    adv_objective: Literal["ce", "adp"] = Field(
-        "ce", description="loss on adversarial examples: members' CE (DVERGE/iGAT port) or full L_ADP (original)"
-    )
-
-
 @DEFENSES.register("adp")
-class ADP(Defense):
-    name = "adp"
-    Params = ADPParams
-    min_members = 2
-    adversarial_training_off = {"plus_adv": False}
-    description = ("ADP: members' CE minus ensemble entropy and log-det diversity of non-true-class predictions, "
-                   "optionally with PGD training on the averaged ensemble.")
-    recommended = {
-        "optim": REFERENCE_ADAM,
-        "train": {"epochs": 200, "batch_size": 128},
-    }
-
+class ADP(ADPSpec, Defense):
     def __init__(self, params, config) -> None:
         super().__init__(params, config)
         require_members(config, 2, self.name)

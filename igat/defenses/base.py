@@ -6,29 +6,27 @@ log-det terms); the default ``train_step`` back-propagates it through ``ctx.opti
 Defenses with their own update order (DVERGE's sequential per-member steps) override
 ``train_step`` and call ``ctx.optimize(loss, member=i)`` themselves.
 
-Adding a defense is one file: subclass :class:`Defense`, give it a ``Params`` model (validated
-as ``defense.params.*`` in the experiment config), and decorate with ``@DEFENSES.register``.
+Adding a defense: its spec in :mod:`igat.specs.defenses` (the ``Params`` model, validated as
+``defense.params.*`` in the experiment config, and the recipe; torch-free, so configs are checked without
+PyTorch), and its implementation, ``class X(XSpec, Defense)`` decorated with ``@DEFENSES.register``, in a
+module of this package listed in ``__init__``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from igat.registry import Registry
+from igat.specs.defenses import DefenseParams, DefenseSpec
 
 if TYPE_CHECKING:
     from igat.config import ExperimentConfig
     from igat.models.ensemble import Ensemble
     from igat.training.context import StepContext
-
-
-class DefenseParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass
@@ -46,35 +44,9 @@ class MemberStat:
     value: float
 
 
-class Defense:
-    name: ClassVar[str]
-    Params: ClassVar[type[DefenseParams]] = DefenseParams
-    description: ClassVar[str] = ""
-    # Config overrides a researcher would start from for this defense (spec §2, CIFAR-10,
-    # 8 x ResNet-20). The dashboard's launch form and `igat defaults DEFENSE` show them.
-    recommended: ClassVar[dict[str, Any]] = {}
-    # Parameter values that switch off the defense's own adversarial training, i.e. what is left is its
-    # non-adversarial objective (eq. 11). iGAT applies them unless ``igat.base_adv`` (paper §5.1: the global
-    # examples, distributed, replace the full adversarial set every member would otherwise train on).
-    # None: the defense has no adversarial-training term to remove (standard, TRS whose inner maximisation
-    # belongs to its smoothness loss).
-    adversarial_training_off: ClassVar[dict[str, Any] | None] = None
-    # The defense whose trained ensemble this recipe starts from (a warm start through
-    # ``train.init_checkpoint``): DVERGE's reference trainer begins from a standard-trained ensemble (spec
-    # §2.4). ``igat study`` and ``igat ablate`` (when they train the base) pre-train it first.
-    warm_start_from: ClassVar[str | None] = None
-    # Diversity terms compare members pairwise: such defenses need at least two.
-    min_members: ClassVar[int] = 1
-
-    @classmethod
-    def config_problems(cls, config: ExperimentConfig) -> list[tuple[str, str]]:
-        """(field, message) pairs for settings this defense cannot run with, found when the config is
-        validated, so the form, a YAML import and the CLI refuse them before anything is queued."""
-        n = config.model.num_members
-        if n < cls.min_members:
-            return [("model.num_members", f"must be an integer >= {cls.min_members} for defense {cls.name!r} "
-                                          f"(its diversity terms compare member pairs), got {n}")]
-        return []
+class Defense(DefenseSpec):
+    """The training side of a defense; its name, ``Params``, recipe and config checks come from its spec
+    (:mod:`igat.specs.defenses`), which implementations list first: ``class ADP(ADPSpec, Defense)``."""
 
     def __init__(self, params: DefenseParams, config: ExperimentConfig) -> None:
         self.params = params
@@ -120,10 +92,6 @@ class Defense:
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
 
-# The optimiser of the DVERGE-repo family of reference trainers (ADP, GAL, CLDL ports; TRS with its own
-# milestones): Adam lr 1e-3, weight decay 1e-4, eps 1e-7, lr x0.1 at epochs 100 and 150 (spec §2).
-REFERENCE_ADAM: dict[str, Any] = {"name": "adam", "lr": 0.001, "weight_decay": 1e-4, "adam_eps": 1e-7,
-                                  "milestones": [100, 150]}
 
 
 def member_ce(logits: Tensor, y: Tensor) -> Tensor:

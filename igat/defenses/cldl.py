@@ -20,11 +20,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
 from igat.defenses._gradients import (
-    AdversarialParams,
     ensemble_pgd,
     input_gradients,
     member_inputs,
@@ -32,7 +30,8 @@ from igat.defenses._gradients import (
     pairwise_cosine,
     require_members,
 )
-from igat.defenses.base import DEFENSES, REFERENCE_ADAM, Defense, LossOutput, accuracy
+from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy
+from igat.specs.defenses import CLDLParams, CLDLSpec
 
 HIDDEN_DIM = 64
 KL_LOG_OFFSET = 1e-6
@@ -102,27 +101,8 @@ def member_outputs(ensemble, xs: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack([o.logits for o in outs]), torch.stack([o.hidden for o in outs])
 
 
-class CLDLParams(AdversarialParams):
-    ld_coeff: float = Field(4.0, ge=0.0, le=100.0, description="gamma: weight of the one-hot label in the SLD logits")
-    alpha: float = Field(2.0, ge=0.0, le=100.0, description="weight of the JSD diversity (subtracted)")
-    beta: float = Field(4.0, ge=0.0, le=100.0, description="weight of the gradient-coherence penalty")
-
-
 @DEFENSES.register("cldl")
-class CLDL(Defense):
-    name = "cldl"
-    Params = CLDLParams
-    min_members = 2
-    adversarial_training_off = {"plus_adv": False}
-    description = ("CLDL: members fit label-confusion soft labels (KL) with JSD diversity of their confusion vectors "
-                   "and a gradient-coherence penalty (+ PGD on the averaged ensemble).")
-    recommended = {
-        "optim": REFERENCE_ADAM,
-        "train": {"epochs": 200, "batch_size": 128},
-        "data": {"noise_std": 0.045},
-        "model": {"activation": "leaky_relu"},
-    }
-
+class CLDL(CLDLSpec, Defense):
     def __init__(self, params, config) -> None:
         super().__init__(params, config)
         require_members(config, 2, self.name)

@@ -17,17 +17,17 @@ train-mode BatchNorm statistics are per set rather than pooled).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
 from igat.attacks.base import project
 from igat.defenses._gradients import require_members
-from igat.defenses.base import DEFENSES, Defense, DefenseParams, LossOutput, MemberStat, per_member_attack
-from igat.models.resnet import MAX_DEPTH
+from igat.defenses.base import DEFENSES, Defense, LossOutput, MemberStat, per_member_attack
+from igat.specs.architecture import check_layer
+from igat.specs.defenses import DVERGEParams, DVERGESpec
 
 FeatureFn = Callable[[Tensor], Tensor]  # per-member inputs [N, B, ...] -> per-member features [N, B, ...]
 
@@ -61,15 +61,6 @@ def distill(feature_fn: FeatureFn, x_source: Tensor, target_features: Tensor, ep
     return x.detach()
 
 
-def check_layer(layer: int | None, depth: int) -> int:
-    """The number of DVERGE layers of a depth-``depth`` member (stem, two per block, logits: = depth), after
-    checking a fixed ``layer`` against it: the params alone allow up to MAX_DEPTH, the member decides."""
-    if layer is not None and not 1 <= layer <= depth:
-        raise ValueError(f"defense.params.layer must be in 1..{depth} (the DVERGE layers of a model.depth {depth} "
-                         f"member), got {layer}")
-    return depth
-
-
 def member_features(ensemble, layer: int) -> FeatureFn:
     """Layer-l pre-activation features of member m on its own input copy."""
 
@@ -84,51 +75,8 @@ def others_ce(logits: Tensor, y: Tensor, num_sets: int) -> Tensor:
     return F.cross_entropy(logits, y.repeat(num_sets), reduction="sum") / len(y)
 
 
-class DVERGEParams(DefenseParams):
-    distill_eps: float = Field(0.05, ge=0.0, le=1.0, description=(
-        "L-inf radius of feature distillation (iGAT's 8-member runs 0.05; DVERGE repo, 3 members: 0.07)"))
-    distill_alpha: float = Field(0.005, gt=0.0, le=1.0, description="distillation step size (iGAT 0.005; repo 0.007)")
-    distill_steps: int = Field(10, ge=1, le=1000, description="distillation sign-gradient steps")
-    distill_momentum: float = Field(1.0, ge=0.0, le=10.0, description="momentum mu over L1-normalised gradients (0 = none)")
-    layer: int | None = Field(None, ge=1, le=MAX_DEPTH, description=(
-        "fixed distillation layer 1..model.depth (1..20 for ResNet-20); None = uniform per epoch"))
-    coeff: float = Field(1.0, ge=0.0, le=100.0, description="weight of the distilled-data CE when plus_adv is on")
-    plus_adv: bool = Field(True, description=(
-        "DVERGE+AT: add CE on PGD examples crafted against each member alone (Table 1's 41 % PGD needs it)"))
-    adv_eps: float = Field(8 / 255, ge=0.0, le=1.0, description="per-member PGD radius (plus_adv)")
-    adv_step_size: float = Field(2 / 255, gt=0.0, le=1.0, description="per-member PGD step size (plus_adv)")
-    adv_steps: int = Field(10, ge=1, le=1000, description="per-member PGD iterations (plus_adv)")
-    adv_random_start: bool = Field(True, description="uniform random start of the per-member PGD")
-    bn_mode: Literal["train", "eval"] = Field("eval", description="BatchNorm mode while distilling / attacking")
-
-
 @DEFENSES.register("dverge")
-class DVERGE(Defense):
-    name = "dverge"
-    Params = DVERGEParams
-    min_members = 2
-    adversarial_training_off = {"plus_adv": False}
-    warm_start_from = "standard"
-
-    @classmethod
-    def config_problems(cls, config) -> list[tuple[str, str]]:
-        problems = super().config_problems(config)
-        layer = config.defense.params.get("layer")
-        if isinstance(layer, int) and not isinstance(layer, bool):
-            try:
-                check_layer(layer, config.model.depth)
-            except ValueError as exc:
-                problems.append(("defense.params.layer", str(exc).split(": ", 1)[-1].removeprefix(
-                    "defense.params.layer ")))
-        return problems
-    description = ("DVERGE: each member learns to classify the other members' feature-distilled images with the "
-                   "source label; sequential per-member updates (optionally + per-member PGD).")
-    recommended = {
-        "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "milestones": [100, 150],
-                  "per_member": True},
-        "train": {"epochs": 200, "batch_size": 128},
-    }
-
+class DVERGE(DVERGESpec, Defense):
     def __init__(self, params, config) -> None:
         super().__init__(params, config)
         require_members(config, 2, self.name)

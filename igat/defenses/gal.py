@@ -11,17 +11,16 @@ a detached copy of x; the value and the weight gradient are the same).
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from igat.defenses._gradients import (
-    AdversarialParams,
     ensemble_pgd,
     member_ce_gradients,
     pairwise_cosine,
     require_members,
 )
-from igat.defenses.base import DEFENSES, REFERENCE_ADAM, Defense, LossOutput, accuracy, member_ce
+from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy, member_ce
+from igat.specs.defenses import GALParams, GALSpec
 
 LOG_OFFSET = 1e-20
 
@@ -36,24 +35,8 @@ def gal_coherence(grads: Tensor) -> Tensor:
     return torch.log(torch.exp(cos).sum(dim=0) + LOG_OFFSET)
 
 
-class GALParams(AdversarialParams):
-    lamda: float = Field(0.5, ge=0.0, le=100.0, description="weight of the gradient-coherence penalty (`--lambda`)")
-
-
 @DEFENSES.register("gal")
-class GAL(Defense):
-    name = "gal"
-    Params = GALParams
-    min_members = 2
-    adversarial_training_off = {"plus_adv": False}
-    description = "GAL: members' CE plus a log-sum-exp penalty on pairwise cosines of their input gradients (+ PGD)."
-    recommended = {
-        "optim": REFERENCE_ADAM,
-        "train": {"epochs": 200, "batch_size": 128},
-        "data": {"noise_std": 0.045},
-        "model": {"activation": "leaky_relu"},
-    }
-
+class GAL(GALSpec, Defense):
     def __init__(self, params, config) -> None:
         super().__init__(params, config)
         require_members(config, 2, self.name)

@@ -7,32 +7,14 @@ adversarial examples; members never interact. ``clean_weight`` mixes in natural 
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
 from torch import Tensor
 
-from igat.config import EPS_8_255, STEP_2_255
-from igat.defenses.base import DEFENSES, Defense, DefenseParams, LossOutput, accuracy, member_ce, per_member_attack
-
-
-class PGDATParams(DefenseParams):
-    eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="training attack L-inf radius")
-    step_size: float = Field(STEP_2_255, gt=0.0, le=1.0)
-    steps: int = Field(10, ge=1, le=1000)
-    random_start: bool = True
-    clean_weight: float = Field(0.0, ge=0.0, le=1.0, description="weight of natural CE (adversarial gets 1 - w)")
-    bn_mode: Literal["train", "eval"] = Field("eval", description="BatchNorm mode while crafting the attack")
+from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy, member_ce, per_member_attack
+from igat.specs.defenses import PGDATParams, PGDATSpec
 
 
 @DEFENSES.register("pgd_at")
-class PGDAdversarialTraining(Defense):
-    name = "pgd_at"
-    Params = PGDATParams
-    adversarial_training_off = {"clean_weight": 1.0}  # natural CE of every member
-    description = "Independent PGD adversarial training of every member."
-    recommended = {"optim": {"name": "sgd", "lr": 0.1, "milestones": [100, 150]}, "train": {"epochs": 200, "batch_size": 128}}
-
+class PGDAdversarialTraining(PGDATSpec, Defense):
     def loss(self, ctx, x: Tensor, y: Tensor) -> LossOutput:
         p: PGDATParams = self.params
         if p.clean_weight >= 1.0:  # no adversarial term: skip the attack entirely

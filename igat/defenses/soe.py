@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
-from igat.defenses._gradients import AdversarialParams, ensemble_pgd, require_members
+from igat.defenses._gradients import ensemble_pgd, require_members
 from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy
 from igat.models.combiners import COMBINERS, EnsembleOutput
+from igat.specs.defenses import SoEParams, SoESpec
 
 
 def detector_scores(logits: Tensor, aux: Tensor) -> Tensor:
@@ -59,30 +59,8 @@ def soe_loss_terms(logits: Tensor, aux: Tensor, y: Tensor, temp: float) -> tuple
     return weighted_ce, aux_bce
 
 
-class SoEParams(AdversarialParams):
-    temp_c: float = Field(1.0, gt=0.0, le=100.0, description="tempC: temperature of the expert weights softmax(tempC * d)")
-    aux_weight: float = Field(1.0, ge=0.0, le=100.0, description="weight of the confidence-head BCE (`adaptivetrainlambda`)")
-    adv_eps: float = Field(0.03, ge=0.0, le=1.0, description="training-attack radius (run.sh 0.03 ~ 8/255)")
-    adv_step_size: float = Field(0.01, gt=0.0, le=1.0, description="training-attack step size (`alpha`)")
-    adv_steps: int = Field(10, ge=1, le=1000, description="training-attack PGD steps against the selection model")
-    adv_random_start: bool = Field(False, description="random start (off in run.sh)")
-
-
 @DEFENSES.register("soe")
-class SoE(Defense):
-    name = "soe"
-    Params = SoEParams
-    min_members = 2
-    adversarial_training_off = {"plus_adv": False}
-    description = ("SoE: experts with confidence heads trained with detector-weighted CE and a BCE calibration term; "
-                   "predicts with the most confident expert (combiner 'soe').")
-    recommended = {
-        "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "milestones": [50, 75],
-                  "per_member": True},
-        "train": {"epochs": 100, "batch_size": 128},
-        "eval": {"combiners": ["soe", "average", "max"]},
-    }
-
+class SoE(SoESpec, Defense):
     def __init__(self, params, config) -> None:
         super().__init__(params, config)
         require_members(config, 2, self.name)

@@ -5,14 +5,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy, member_ce
+from igat.specs.defenses import StandardSpec
 
 
 @DEFENSES.register("standard")
-class StandardTraining(Defense):
-    name = "standard"
-    description = "No attack: each member trained with cross-entropy on natural data (vanilla ensemble)."
-    recommended = {"optim": {"name": "sgd", "lr": 0.1, "milestones": [100, 150]}, "train": {"epochs": 200, "batch_size": 128}}
-
+class StandardTraining(StandardSpec, Defense):
     def loss(self, ctx, x: Tensor, y: Tensor) -> LossOutput:
         logits = ctx.ensemble(x)
         loss = member_ce(logits, y)

@@ -13,15 +13,14 @@ CE is batch-averaged as in the reference, so gradients carry a 1/B factor (norms
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from igat.attacks.base import project
 from igat.defenses._gradients import member_ce_gradients, pairwise_cosine, require_members
-from igat.defenses.base import DEFENSES, REFERENCE_ADAM, Defense, DefenseParams, LossOutput, accuracy, member_ce
+from igat.defenses.base import DEFENSES, Defense, LossOutput, accuracy, member_ce
+from igat.specs.defenses import TRSParams, TRSSpec
 
 GradFn = Callable[[Tensor], Tensor]  # x [B, ...] -> per-member input gradients [N, B, D] (graph kept)
 
@@ -63,29 +62,8 @@ def eps_schedule(eps_init: float, eps_adv: float, epoch: int, epochs: int) -> fl
     return eps_init + (eps_adv - eps_init) * epoch / max(epochs, 1)
 
 
-class TRSParams(DefenseParams):
-    coeff: float = Field(2.0, ge=0.0, le=100.0, description="weight of the gradient-cosine term (inside scale)")
-    lamda: float = Field(2.0, ge=0.0, le=100.0, description="weight of the gradient-smoothness term (inside scale)")
-    scale: float = Field(5.0, ge=0.0, le=100.0, description="overall multiplier of coeff*cos + lamda*smooth")
-    plus_adv: bool = Field(True, description="measure smoothness on half-clean / half PGD-maximised inputs (`--plus-adv`)")
-    init_eps: float = Field(0.1, ge=0.0, le=1.0, description=(
-        "smoothness-attack radius at epoch 0 (reference CLI default; the TRS paper's CIFAR-10 value was not verifiable)"))
-    adv_eps: float = Field(0.2, ge=0.0, le=1.0, description="smoothness-attack radius reached at the last epoch")
-    adv_steps: int = Field(6, ge=1, le=100, description="sign-PGD steps of the smoothness maximisation (step = eps/3)")
-    adv_bn_mode: Literal["train", "eval"] = Field("eval", description="BatchNorm mode during the smoothness maximisation")
-
-
 @DEFENSES.register("trs")
-class TRS(Defense):
-    name = "trs"
-    Params = TRSParams
-    min_members = 2
-    description = "TRS: members' CE plus |cos| of input gradients and their squared norm on PGD-maximised inputs."
-    recommended = {
-        "optim": {**REFERENCE_ADAM, "milestones": [40, 80]},
-        "train": {"epochs": 120, "batch_size": 128},
-    }
-
+class TRS(TRSSpec, Defense):
     def __init__(self, params, config) -> None:
         super().__init__(params, config)
         require_members(config, 2, self.name)

@@ -20,30 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from igat.specs.architecture import MAX_DEPTH, MAX_WIDTH, depth_error, width_error  # noqa: F401  (re-exported)
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 
 STAGE_CHANNELS = (16, 32, 64)  # ResNet-20's stage widths; model.width multiplies all of them
-MAX_DEPTH = 110  # the deepest CIFAR ResNet of the original paper (n = 18)
-MAX_WIDTH = 8
-
-
-def depth_error(depth: int) -> str | None:
-    """Why ``depth`` is not a CIFAR ResNet depth (6n+2, 1 <= n, at most MAX_DEPTH), or None."""
-    if 8 <= depth <= MAX_DEPTH and (depth - 2) % 6 == 0:
-        return None
-    return f"must be a CIFAR ResNet depth 6n+2 in 8..{MAX_DEPTH} (8, 14, 20, 26, 32, ..., {MAX_DEPTH}); got {depth}"
-
-
-def width_error(width: int) -> str | None:
-    """Why ``width`` is not an allowed channel multiplier, or None."""
-    if 1 <= width <= MAX_WIDTH:
-        return None
-    return f"must be an integer channel multiplier in 1..{MAX_WIDTH} (1 = 16/32/64 channels, the paper's); got {width}"
-
-
 def block_plan(depth: int, width: int) -> list[tuple[int, int, int]]:
     """(in_channels, out_channels, stride) of every BasicBlock, in order; the stem outputs ``16 * width``."""
     for name, problem in (("depth", depth_error(depth)), ("width", width_error(width))):
