@@ -34,11 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, field_validator
 
 from igat.config import STEP_2_255, AttackSpec, ConfigError, ExperimentConfig, StrictModel, deep_merge, with_overrides
-from igat.training.callbacks import Callback
 
 STATE_FILE = "study.json"
 REPORT_FILE = "study.md"
@@ -218,16 +216,6 @@ Progress = Callable[[str], None]
 CallbackFactory = Callable[[str, ExperimentConfig], list]
 
 
-class _History(Callback):
-    """Collects each epoch's probe metrics of one trainer."""
-
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
-
-    def on_epoch_end(self, epoch, metrics, member_stats):
-        self.epochs.append({"epoch": epoch, **{k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}})
-
-
 def plateaued(acc: Sequence[float], window: int, tol: float) -> bool:
     """Natural accuracy gained less than ``tol`` over the last ``window`` epochs."""
     if len(acc) <= window:
@@ -236,22 +224,25 @@ def plateaued(acc: Sequence[float], window: int, tol: float) -> bool:
 
 
 def _train(cfg: ExperimentConfig, out: Path, dataset, callbacks: list, device) -> tuple[str, list[dict[str, float]]]:
-    from igat.training import Trainer
+    from igat.training import HistoryCallback, Trainer, load_checkpoint
 
-    history = _History()
+    def record(epoch: int, metrics: dict[str, Any]) -> dict[str, float]:
+        return {"epoch": epoch, **{k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}}
+
+    history = HistoryCallback()
     trainer = Trainer(cfg, [history, *callbacks], output_dir=out, device=device, dataset=dataset)
     result = trainer.fit()
-    if not history.epochs:  # resumed at its last epoch (a crash after the checkpoint, before the study's record)
-        from igat.training import load_checkpoint
-
+    epochs = [record(epoch, metrics) for epoch, metrics in history.epochs]
+    if not epochs:  # resumed at its last epoch (a crash after the checkpoint, before the study's record)
         ckpt = load_checkpoint(result.checkpoint)
-        history.epochs.append({"epoch": int(ckpt["epoch"]), **{k: float(v) for k, v in ckpt.get("metrics", {}).items()
-                                                               if isinstance(v, int | float)}})
-    return result.checkpoint, history.epochs
+        epochs.append(record(int(ckpt["epoch"]), ckpt.get("metrics", {})))
+    return result.checkpoint, epochs
 
 
 def evaluate_per_example(checkpoint: str, spec: StudySpec, dataset, device) -> dict[str, dict[str, Any]]:
     """Per (attack, combiner): accuracy, n and each example's correctness ("0"/"1" string)."""
+    import torch
+
     from igat.attacks import build_attack
     from igat.evaluation import attack_correctness, attack_subset
     from igat.models.fused import combined_models

@@ -7,7 +7,7 @@ retried study continues from the first missing piece (``run_study`` is resumable
 
 Each trained phase (``seed0/pretrain``, ``seed0/base``, ``seed0/continued``, ``seed0/igat``, ...) is a child
 Run row (kind "train", ``parent_run_id`` = the study) fed by the same metric writer as a train job
-(:class:`PhaseCallback`, a ``DBCallback``), so its curves are live on the dashboard. Children are never
+(:class:`tasks.study_phase.PhaseCallback`, a ``DBCallback``), so its curves are live on the dashboard. Children are never
 re-queued on their own (``runstate.not_study_phase``): only the study trains them. A cancel of the study
 (or of one of its phases, which ``api.cancel_run`` redirects to the study) stops the training at the next
 batch, or an evaluation at the next phase boundary.
@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from tasks import runstate
-from tasks.callbacks import DBCallback, truncate_after
 from tasks.jobs import JobError, run_key, run_params
 from tasks.store import Run, RunStatus, utcnow
 from tasks.study_artifacts import ANALYSIS_ARTIFACT, FOLDER_ARTIFACT, REPORT_ARTIFACT, study_dir
@@ -253,7 +252,11 @@ class StudyTracker:
         self.message, self.current, self.epoch_note = phase_text(message, self.plan), None, ""
         self.write(force=True)
 
-    def callbacks_for(self, label: str, cfg: ExperimentConfig) -> list[DBCallback]:
+    def callbacks_for(self, label: str, cfg: ExperimentConfig) -> list[Any]:
+        # The metric writer needs the library's training side (PyTorch): imported here, in the worker, so checking
+        # and planning a study (the dashboard's Studies launcher) stays torch-free.
+        from tasks.study_phase import PhaseCallback
+
         # The base is trained one epoch per call (to test the plateau): its row counts up to the maximum.
         total = self.plan.base_max_epochs if label.endswith("/base") else cfg.train.epochs
         child = self.attach_child(label, cfg, total)
@@ -374,43 +377,6 @@ class StudyTracker:
         status = RunStatus.cancelled if cancelled else RunStatus.failed
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         self.end_children(status, f"the study was {'cancelled' if cancelled else 'stopped by an error'}: {first}")
-
-
-class PhaseCallback(DBCallback):
-    """A train job's metric writer for one phase of a study, which also reports the study's progress and
-    stops when the study is cancelled or taken over."""
-
-    def __init__(self, tracker: StudyTracker, label: str, run_id: int, total_epochs: int) -> None:
-        s = tracker.ctx.settings
-        super().__init__(tracker.engine, run_id, tracker.attempt, total_epochs, flush_rows=s.flush_rows,
-                         flush_seconds=s.flush_seconds, cancel_poll_seconds=s.cancel_poll_seconds)
-        self.tracker, self.label = tracker, label
-        self.per_epoch_call = label.endswith("/base")  # the epoch is already in the phase text
-
-    def _note(self, epoch: int) -> str:
-        return "" if self.per_epoch_call else f"epoch {min(epoch, self.total_epochs)}/{self.total_epochs}"
-
-    def on_run_start(self, info: dict[str, Any]) -> None:
-        # The points a previous attempt wrote after the checkpoint this fit resumes from are written again.
-        start = int(info.get("start_epoch") or 0)
-        steps = max(int(info.get("steps_per_epoch") or 1), 1)
-        truncate_after(self.engine, self.run_id, start, start * steps)
-        super().on_run_start(info)
-        self.tracker.training(self.label, float(start), self._note(start + 1), force=True)
-
-    def on_step(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
-        super().on_step(epoch, step, metrics)
-        within = min(max((step - (epoch - 1) * self.steps_per_epoch) / self.steps_per_epoch, 0.0), 1.0)
-        self.tracker.training(self.label, epoch - 1 + within, self._note(epoch))
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float], member_stats) -> None:
-        super().on_epoch_end(epoch, metrics, member_stats)
-        self.tracker.training(self.label, float(epoch), self._note(epoch + 1), force=True)
-
-    def should_stop(self) -> bool:
-        if super().should_stop() or self.tracker.study_stop():
-            self._stop = True
-        return self._stop
 
 
 def store_study_theory(engine: Any, study_id: int, root: Path, say: Any) -> None:

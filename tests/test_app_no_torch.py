@@ -1,8 +1,8 @@
 """The dashboard never loads PyTorch for its pages (issue 16: the process grew from 237 MB to 744 MB on the
 first Ablation visit, and the Launch page's config checks imported it too). Each page is rendered by AppTest in a
 fresh interpreter on the fixture store, which then reports whether ``torch`` was imported. The Launch page checks,
-estimates and queues a run through the torch-free specs (igat.specs); only a study's launcher (behind a switch on
-the Studies page) still plans studies with the library's PyTorch side."""
+estimates and queues a run through the torch-free specs (igat.specs), and the Studies page's launcher checks, costs
+and queues a study the same way; only the worker trains."""
 
 from __future__ import annotations
 
@@ -45,6 +45,15 @@ SCRIPT = textwrap.dedent("""
         at.button(key="launch.queue").click().run()
         launched = [s.value for s in at.success if "Queued experiment" in s.value]
         problems += [e.value for e in at.error]
+    if page == "studies" and query.get("queue"):  # open the launcher, see the cost, queue a study
+        at.toggle(key="studies.open").set_value(True).run()
+        launched += [i.value for i in at.info if "Estimated cost" in i.value]
+        at.selectbox(key="studies.dataset").set_value("synthetic")
+        at.text_input(key="studies.seeds").set_value("4, 5")
+        at.text_input(key="studies.name").set_value("no-torch-study").run()
+        at.button(key="studies.launch").click().run()
+        launched += [s.value for s in at.success if "Queued study" in s.value]
+        problems += [e.value for e in at.error]
     print(json.dumps({"torch": "torch" in sys.modules, "problems": problems, "launched": launched}))
 """)
 
@@ -76,4 +85,12 @@ def test_launch_checks_estimates_and_queues_without_torch(db, queue):
     queued = render_in_fresh_process("launch", {"queue": "1"})
     assert queued["launched"] and not queued["problems"], queued
     assert queued["torch"] is False, "validating, estimating or queueing a run imported torch"
+    assert queued_messages(queue) == 1
+
+
+def test_study_launcher_costs_and_queues_without_torch(db, queue):
+    queued = render_in_fresh_process("studies", {"queue": "1"})
+    assert not queued["problems"], queued
+    assert any("Estimated cost" in m for m in queued["launched"]) and any("Queued study" in m for m in queued["launched"])
+    assert queued["torch"] is False, "checking, costing or queueing a study imported torch"
     assert queued_messages(queue) == 1
