@@ -10,8 +10,15 @@ A page has *settled* when Streamlit's script run is over: the app root reports `
 and the dashboard process's resident memory after it, plus whether PyTorch is loaded in that process (its
 shared library mapped), since the read-only pages must not import it. The goal is every page under 1.5 s.
 
+With ``--repeat K`` the whole tour is made K times, each in a fresh browser context (empty cache, so every
+tour's first visits fetch the page's scripts again), and the table shows the median of the K first visits, of the
+K repeated visits and of K warm script runs: single visits vary by about +-0.6 s on a 2-core machine. ``--pages``
+visits only the named pages (comma-separated, case-insensitive prefixes of the names in the table:
+``--pages live,compare`` is Live and both Compare rows), still after the Runs page that opens every tour.
+
 Usage:
   python benchmarks/dashboard_pages.py [--runs 500] [--metrics 100000] [--results 11000] [--keep DIR]
+                                       [--pages NAME,...] [--repeat K]
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,8 +167,9 @@ def settle_seconds(page, url: str) -> float:
     return time.perf_counter() - t0
 
 
-def script_seconds(url: str, page: str, query: dict[str, str]) -> float:
-    """The server's share: one warm script run of the page (AppTest, in this process, same store)."""
+def script_seconds(url: str, page: str, query: dict[str, str], repeat: int = 1) -> float:
+    """The server's share: the median of ``repeat`` warm script runs of the page (AppTest, in this process, same
+    store)."""
     from streamlit.testing.v1 import AppTest
 
     os.environ["IGAT_DATABASE_URL"] = url
@@ -171,9 +180,12 @@ def script_seconds(url: str, page: str, query: dict[str, str]) -> float:
     if page != "runs":
         at.switch_page(f"views/{page}.py")
     at.run()  # first visit: imports, caches
-    t0 = time.perf_counter()
-    at.run()
-    return time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def floor_seconds(work: Path) -> tuple[float, float]:
@@ -202,6 +214,17 @@ def floor_seconds(work: Path) -> tuple[float, float]:
         server.wait(20)
 
 
+def selected_pages(pages: list[tuple[str, str]], wanted: str) -> list[tuple[str, str]]:
+    """The pages whose names start with one of the comma-separated ``wanted`` names (any case); all when empty."""
+    prefixes = [w.strip().lower() for w in wanted.split(",") if w.strip()]
+    if not prefixes:
+        return pages
+    chosen = [(name, path) for name, path in pages if any(name.lower().startswith(w) for w in prefixes)]
+    if not chosen:
+        raise SystemExit(f"error: --pages {wanted!r} names none of: {', '.join(name for name, _ in pages)}")
+    return chosen
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=500)
@@ -209,7 +232,11 @@ def main() -> None:
     ap.add_argument("--metrics", type=int, default=100_000)
     ap.add_argument("--results", type=int, default=11_000)
     ap.add_argument("--keep", default=None, help="keep the store in this folder (default: a temporary one)")
+    ap.add_argument("--pages", default="", help="comma-separated page names (prefixes, any case) to visit; default all")
+    ap.add_argument("--repeat", type=int, default=1, help="tours of the pages; the table shows medians (default 1)")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="igat-dash-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -232,29 +259,41 @@ def main() -> None:
         pages = [("Runs", "/"), ("Live", f"/live?run={args.runs}"), ("Compare (2 runs)", f"/compare?runs={args.runs},{args.runs - 1}"),
                  ("Compare (50 runs)", f"/compare?runs={some}"), ("Members", f"/members?run={args.runs}"),
                  ("Ablation", "/ablation"), ("Studies", "/studies"), ("Theory", "/theory"), ("Launch", "/launch")]
+        pages = selected_pages(pages, args.pages)
         scripts = {}
         for name, path in pages:
             page = path.strip("/").split("?")[0] or "runs"
             query = dict(q.split("=", 1) for q in path.split("?", 1)[1].split("&")) if "?" in path else {}
-            scripts[name] = script_seconds(url, page, query)
+            scripts[name] = script_seconds(url, page, query, args.repeat)
         from playwright.sync_api import sync_playwright
 
         floor = floor_seconds(work)
-        rows = []
+        visits: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _ in pages}
+        memory: dict[str, tuple[float, bool]] = {}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            settle_seconds(page, base + "/")  # the first connection (websocket, static assets) is not a page's cost
-            for name, path in pages:
-                first = settle_seconds(page, base + path)
-                again = settle_seconds(page, base + path)
-                rows.append((name, first, again, scripts[name], rss_mb(server.pid), torch_loaded(server.pid)))
-                print(f"{name:18s} first {first:5.2f} s  again {again:5.2f} s  script {scripts[name]:5.2f} s  "
-                      f"rss {rows[-1][4]:6.0f} MB  torch {rows[-1][5]}", flush=True)
+            for tour in range(args.repeat):
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                page = context.new_page()
+                settle_seconds(page, base + "/")  # the first connection (websocket, static assets) is not a page's cost
+                for name, path in pages:
+                    first = settle_seconds(page, base + path)
+                    again = settle_seconds(page, base + path)
+                    visits[name][0].append(first)
+                    visits[name][1].append(again)
+                    memory[name] = (rss_mb(server.pid), torch_loaded(server.pid))
+                    print(f"{name:18s} first {first:5.2f} s  again {again:5.2f} s  script {scripts[name]:5.2f} s  "
+                          f"rss {memory[name][0]:6.0f} MB  torch {memory[name][1]}"
+                          + (f"  (tour {tour + 1} of {args.repeat})" if args.repeat > 1 else ""), flush=True)
+                context.close()
             browser.close()
+        rows = [(name, statistics.median(visits[name][0]), statistics.median(visits[name][1]), scripts[name],
+                 *memory[name]) for name, _ in pages]
         print(f"\nStreamlit's own floor (a one-line page on its own server, same browser): first {floor[0]:.2f} s, "
               f"again {floor[1]:.2f} s")
         worst = max(max(r[1], r[2]) for r in rows)
+        if args.repeat > 1:
+            print(f"\nmedians of {args.repeat} tours")
         print("\n| page | first visit (s) | again (s) | server script run (s) | dashboard RSS after (MB) | torch loaded |"
               "\n|---|---|---|---|---|---|")
         for name, first, again, script, rss, torch in rows:
