@@ -79,6 +79,17 @@ def accuracy_curves(metrics: pd.DataFrame, uirevision: str) -> go.Figure:
     return fig
 
 
+def panel_domains(panels: int, gap: float) -> list[list[float]]:
+    """The x extents (fractions of the plot width) of ``panels`` side-by-side panels ``gap`` apart."""
+    width = (1.0 - gap * (panels - 1)) / panels
+    return [[i * (width + gap), i * (width + gap) + width] for i in range(panels)]
+
+
+def _panel_title(text: str, domain: list[float]) -> dict:
+    return {"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": (domain[0] + domain[1]) / 2,
+            "y": 1.0, "xanchor": "center", "yanchor": "bottom"}
+
+
 def aggregate_accuracy(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean/std/count of accuracy (in %) over seeds for each key combination, and the error bar of each:
     ``err_plus`` / ``err_minus`` = the std over several seeds, or a single run's 95 % Wilson interval around
@@ -119,24 +130,52 @@ def error_bar_note(agg: pd.DataFrame) -> str:
 
 
 def robustness_bars(df: pd.DataFrame, uirevision: str, group: str = "method") -> go.Figure:
-    """Grouped bars: accuracy under each attack, one bar per ``group`` value, one panel per combiner."""
+    """Grouped bars: accuracy under each attack, one bar per ``group`` value, one panel per combiner.
+
+    Built as plain trace dicts rather than with ``px.bar``: for fifty runs plotly express took 0.9 s to build the
+    same figure (one trace per group and panel, the legend entry on the first), this 0.14 s (2-core CPU, busy)."""
     if df.empty:
         return _empty("Accuracy under attack", "no evaluation results", uirevision)
     agg = aggregate_accuracy(df, ["combiner", group, "attack"])
     agg["attack_label"] = agg["attack"].map(attack_label)
-    attacks = sorted(agg["attack"].unique(), key=attack_sort_key)
-    groups = sorted(agg[group].astype(str).unique(), key=run_sort_key)  # "#9 ..." before "#10 ..."
-    fig = px.bar(
-        agg, x="attack_label", y="mean", color=group, barmode="group", facet_col="combiner", error_y="err_plus",
-        error_y_minus="err_minus", color_discrete_sequence=distinct_colours(len(groups)),
-        category_orders={"attack_label": [attack_label(a) for a in attacks], group: groups},
-        hover_data={"n": True, "std": ":.2f", "mean": ":.2f", "err_kind": True, "err_plus": False, "err_minus": False},
-        labels={"attack_label": "attack", "mean": "accuracy (%)", group: group, "err_kind": "error bar"},
-        title=f"Accuracy under attack ({error_bar_note(agg)})",
-    )
-    fig.for_each_annotation(lambda a: a.update(text=a.text.replace("combiner=", "combiner: ")))
-    fig.update_layout(uirevision=uirevision, **many_legend_layout(len(groups), 420))
-    fig.update_yaxes(range=[0, 100])
+    agg[group] = agg[group].astype(str)
+    attacks = [attack_label(a) for a in sorted(agg["attack"].unique(), key=attack_sort_key)]
+    groups = sorted(agg[group].unique(), key=run_sort_key)  # "#9 ..." before "#10 ..."
+    combiners = sorted(agg["combiner"].astype(str).unique())
+    domains = panel_domains(len(combiners), 0.03)
+    colours = dict(zip(groups, distinct_colours(len(groups)), strict=True))
+    order = {label: i for i, label in enumerate(attacks)}
+    hover = (f"{group}: %{{fullData.name}}<br>attack: %{{x}}<br>accuracy: %{{y:.2f}} %<br>n: %{{customdata[0]}}, "
+             "std: %{customdata[1]:.2f}<br>error bar: %{customdata[2]}<extra></extra>")
+    agg = agg.assign(_order=agg["attack_label"].map(order)).sort_values("_order", kind="stable")
+    traces, in_legend = [], set()
+    for panel, combiner in enumerate(combiners):
+        axis = "" if panel == 0 else str(panel + 1)
+        for name, part in agg[agg["combiner"].astype(str) == combiner].groupby(group, sort=False):
+            # plain dicts and lists: validated once, by go.Figure, not per trace and again when added
+            traces.append({
+                "type": "bar", "x": part["attack_label"].tolist(), "y": part["mean"].tolist(), "name": name,
+                "legendgroup": name, "showlegend": name not in in_legend, "marker": {"color": colours[name]},
+                "offsetgroup": name, "alignmentgroup": "bars", "xaxis": "x" + axis, "yaxis": "y" + axis,
+                "error_y": {"type": "data", "array": part["err_plus"].tolist(), "arrayminus": part["err_minus"].tolist()},
+                "customdata": list(zip(part["n"].tolist(), part["std"].round(2).tolist(), part["err_kind"].tolist(),
+                                       strict=True)),
+                "hovertemplate": hover})
+            in_legend.add(name)
+    traces.sort(key=lambda t: (run_sort_key(t["name"]), t["xaxis"]))  # legend in group order, as the colours
+    axes = {}
+    for panel, domain in enumerate(domains):
+        axis = "" if panel == 0 else str(panel + 1)
+        axes["xaxis" + axis] = {"domain": domain, "anchor": "y" + axis, "title": {"text": "attack"},
+                                "categoryorder": "array", "categoryarray": attacks}
+        axes["yaxis" + axis] = ({"anchor": "x", "title": {"text": "accuracy (%)"}, "range": [0, 100]} if panel == 0
+                                else {"anchor": "x" + axis, "matches": "y", "showticklabels": False, "range": [0, 100]})
+    layout = many_legend_layout(len(groups), 420)
+    layout["legend"] = {**layout["legend"], "title": {"text": group}, "tracegroupgap": 0}
+    fig = go.Figure(traces)
+    fig.update_layout(title=f"Accuracy under attack ({error_bar_note(agg)})", barmode="group", uirevision=uirevision,
+                      annotations=[_panel_title(f"combiner: {c}", d) for c, d in zip(combiners, domains, strict=True)],
+                      **axes, **layout)
     return fig
 
 

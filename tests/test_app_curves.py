@@ -93,6 +93,26 @@ def test_config_diff_of_many_runs_is_transposed_one_row_per_run():
     assert display_diff(few) is few  # a few runs: fields as rows, as before
 
 
+def test_robustness_bars_have_one_legend_entry_per_group_and_a_panel_per_combiner():
+    df = pd.DataFrame({"method": ["ADP", "ADP", "GAL", "GAL", "ADP", "GAL"],
+                       "seed": [0] * 6, "combiner": ["average", "average", "average", "average", "max", "max"],
+                       "attack": ["pgd", "natural", "natural", "pgd", "natural", "natural"],
+                       "accuracy": [0.4, 0.8, 0.7, 0.3, 0.75, 0.65], "num_examples": [100] * 6})
+    fig = charts.robustness_bars(df, "t").to_plotly_json()
+    traces = fig["data"]
+    assert [(t["name"], t["xaxis"], t["showlegend"]) for t in traces] == [
+        ("ADP", "x", True), ("ADP", "x2", False), ("GAL", "x", True), ("GAL", "x2", False)]
+    adp_avg = traces[0]
+    assert list(adp_avg["x"]) == ["Natural", "PGD"] and list(adp_avg["y"]) == pytest.approx([80.0, 40.0])
+    assert traces[0]["marker"]["color"] == traces[1]["marker"]["color"] != traces[2]["marker"]["color"]
+    layout = fig["layout"]
+    assert [a["text"] for a in layout["annotations"]] == ["combiner: average", "combiner: max"]
+    assert layout["xaxis"]["domain"][1] < layout["xaxis2"]["domain"][0]
+    assert layout["yaxis2"]["matches"] == "y" and list(layout["yaxis"]["range"]) == [0, 100]
+    assert list(layout["xaxis"]["categoryarray"]) == ["Natural", "PGD"] and layout["barmode"] == "group"
+    assert layout["legend"]["title"]["text"] == "method"
+
+
 # --- Live -----------------------------------------------------------------------------------------------------
 
 def test_live_overlays_other_runs_curves_on_the_chosen_metric(db):
@@ -117,6 +137,18 @@ def test_live_overlays_other_runs_curves_on_the_chosen_metric(db):
     assert spec["layout"]["xaxis"]["title"]["text"] == "wall time (minutes)"
 
 
+def test_live_shows_a_finished_runs_results_on_request_and_a_running_evaluations_at_once(db):
+    ids = db["ids"]
+    at = app("live", run=str(ids["adp0"]))  # succeeded, evaluated
+    no_crash(at)
+    assert not at.dataframe  # no table is built until asked for (a closed expander would still build it)
+    switch = at.toggle(key=f"live.results.on.{ids['adp0']}")
+    assert switch.label.startswith("Evaluation results (") and not switch.value
+    switch.set_value(True).run()
+    no_crash(at)
+    assert len(at.dataframe) == 1 and set(at.dataframe[0].value["attack"]) >= {"Natural", "PGD"}
+
+
 # --- Compare --------------------------------------------------------------------------------------------------
 
 def test_compare_overlays_the_selected_runs_training_curves(db):
@@ -125,12 +157,36 @@ def test_compare_overlays_the_selected_runs_training_curves(db):
     at = app("compare", runs=f"{ids['adp0']},{ids['igat0']}")
     no_crash(at)
     assert "2 run(s) selected" in texts(at)
+    # Only the bars are drawn at first: the curves, a second chart, wait until asked for (and a fragment draws them).
+    assert [sp["layout"]["title"]["text"].split(" (")[0] for sp in plotly_specs(at)] == ["Accuracy under attack"]
+    at.toggle(key="cmp.curves.on").set_value(True).run()
+    no_crash(at)
     spec = chart_with_title(at, "test_pgd_acc_average (per epoch), 2 run(s)")  # the PGD probe is offered first
     assert len(spec["data"]) == 2
     adp = next(t for t in spec["data"] if t["name"].startswith(f"#{ids['adp0']} "))
     assert arr(adp["y"]) == pytest.approx([10.0, 20.0])  # in %
     at.radio(key="cmp.curves.x").set_value("step").run()
     no_crash(at)
+
+
+def test_compare_builds_its_paper_tables_once_for_the_same_results(db, monkeypatch):
+    from app import tables
+
+    calls = []
+    real = tables.table1
+    monkeypatch.setattr(tables, "table1", lambda frame: calls.append(len(frame)) or real(frame))
+    import streamlit as st
+
+    st.cache_data.clear()
+    ids = db["ids"]
+    at = app("compare", runs=f"{ids['adp0']},{ids['igat0']}")
+    no_crash(at)
+    at.radio(key="cmp.group").set_value("run").run()  # a rerun of the page with the same results
+    no_crash(at)
+    assert "Table 1: accuracy" in texts(at) and len(calls) == 1
+    at.multiselect(key="cmp.runs").set_value([ids["adp0"]]).run()  # other results: other tables
+    no_crash(at)
+    assert len(calls) == 2
 
 
 def test_compare_with_fifty_runs_counts_them_and_sorts_the_legend_numerically(db):

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+from sqlalchemy.engine import Engine
 
 from app import charts, tables
 from app import data as D
-from app.common import PAGE_RUNS, empty_state, get_engine, parse_id_list, run_page, set_query
+from app.common import PAGE_RUNS, empty_state, get_engine, guarded, parse_id_list, run_page, set_query
 from app.configdiff import config_diff, display_diff
 from app.curves import overlay_section
 from app.export import ExportError, figure_png, to_csv_bytes
 
 K = "cmp."
-# Up to this many selected runs, their training curves are drawn without asking.
-CURVES_AT_ONCE = 10
 
 
 def apply_query(run_ids: list[int], exp_ids: list[int]) -> None:
@@ -63,6 +62,24 @@ def png_export(fig, name: str) -> None:
                            icon=":material/download:")
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def paper_tables(frame: pd.DataFrame) -> tuple[tables.Table, tables.Table | None]:
+    """Table 1 and Table 2 of the selected results, kept for the same results: building them (seed statistics,
+    marks, Markdown and LaTeX; Table 2 builds Table 1 again) was half of the page's script run with fifty runs
+    (0.8 of 1.6 s in a profile), and every rerun of the page (the bars grouped differently, a revisit) asks for
+    the same tables again. Other results (an evaluation still adding rows, another selection) are other keys."""
+    return tables.table1(frame), tables.table2(frame)
+
+
+def curves_fragment(engine: Engine, run_ids: list[int], labels: dict[int, str]) -> None:
+    """The selected runs' training curves, drawn on request. A second Plotly chart on the page costs every visit
+    its drawing time, whether or not the curves are looked at; in a fragment, switching them on or off reruns
+    only this section, not the bars and tables above."""
+    if st.toggle(f"Draw the training curves of the {len(run_ids)} run(s)", key=K + "curves.on",
+                 help="one line per run for a metric you pick; stays on while you change the selection"):
+        overlay_section(engine, run_ids, labels, K + "curves.", "compare-curves")
+
+
 def body() -> None:
     st.title("Compare")
     engine = get_engine()
@@ -103,15 +120,11 @@ def body() -> None:
     st.plotly_chart(fig, key=K + "bars", width="stretch")
 
     st.subheader("Training curves")
-    # Drawn at once for a handful of runs; for many, on request (fifty lines of every step cost a second to draw).
-    if len(chosen) <= CURVES_AT_ONCE or st.toggle(f"Draw the {len(chosen)} runs' curves", key=K + "curves.on"):
-        names = dict(zip(runs["id"].astype(int), runs["method"], strict=True))
-        overlay_section(engine, chosen, {rid: f"#{rid} {names.get(rid, '')}" for rid in chosen}, K + "curves.",
-                        "compare-curves")
+    names = dict(zip(runs["id"].astype(int), runs["method"], strict=True))
+    st.fragment(guarded(curves_fragment))(engine, chosen, {rid: f"#{rid} {names.get(rid, '')}" for rid in chosen})
 
-    t1 = tables.table1(frame)
+    t1, t2 = paper_tables(frame)
     st.markdown(t1.markdown, unsafe_allow_html=True)  # the paper's layout: best bold, second underlined
-    t2 = tables.table2(frame)
     if t2 is None:
         st.caption("Table 2 (relative improvement of iGAT_X over X) appears when both X and iGAT_X are selected.")
     else:

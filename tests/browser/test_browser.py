@@ -2,9 +2,9 @@
 
 Launches two seeds of a small synthetic experiment from the Launch form (YAML import + form edits), follows
 the first on the Live page from step progress inside its first epoch to its evaluation phase, watches both
-reach ``succeeded`` on the Runs page, overlays their training curves on Compare and exports its chart as a
-PNG whose pixels have the page's colours. Screenshots of every page go to ``test-output/screenshots/`` at
-the repo root. Uses Debian's /usr/bin/chromium through Playwright (never a browser download).
+reach ``succeeded`` on the Runs page, overlays their training curves on Compare (a switch draws them) and
+exports its chart as a PNG whose pixels have the page's colours. Screenshots of every page go to
+``test-output/screenshots/`` at the repo root. Uses Debian's /usr/bin/chromium through Playwright (never a browser download).
 """
 
 from __future__ import annotations
@@ -216,6 +216,9 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
             expect(page.get_by_text(re.compile("Table 1: accuracy"))).to_be_visible()
             expect(page.get_by_text("2 run(s) selected")).to_be_visible()
             assert page.locator(".js-plotly-plot .bars path").count() >= 2  # natural and PGD bars (average + max)
+            # The curves are a second chart, drawn on request (a fragment reruns just that section).
+            page.get_by_text("Draw the training curves of the 2 run(s)").click()
+            settle(page, 2.0)
             curves = page.locator(".js-plotly-plot", has=page.locator("text=/2 run\\(s\\)/"))
             expect(curves).to_have_count(1)
             assert curves.locator(".scatterlayer .trace").count() == 2, "the two runs' curves are not overlaid"
