@@ -1,7 +1,7 @@
 """What the Runs page offers to download for one run: its config (YAML), its results (CSV) and its checkpoint.
 
 The config is dumped from the stored JSON with ``yaml.safe_dump`` (what ``ExperimentConfig.to_yaml`` writes),
-not re-validated: validation imports the defense registry and torch, which the dashboard must not load.
+not re-validated: the download is the config exactly as the run used it, even one a later version would refuse.
 """
 
 from __future__ import annotations

@@ -105,8 +105,8 @@ def field_errors(name: str) -> None:
 
 def launcher() -> None:
     ss = st.session_state
-    # Drawn only when asked for (or while there is something to fix): checking a spec and estimating its cost load
-    # the defense registry and PyTorch, which reading studies must not (the dashboard's memory and speed).
+    # Drawn only when asked for (or while there is something to fix): checking a spec and estimating its cost plan
+    # every config the study trains, work that reading studies does not need (the page's speed with 500 runs).
     if ss.get(key("errors")):
         ss[key("open")] = True
     if not st.toggle("Launch a study", key=key("open"), help="the form, with the cost estimate of what it queues"):
