@@ -8,13 +8,17 @@ visits every page in Debian's headless Chromium through Playwright, twice (a fir
 A page has *settled* when Streamlit's script run is over: the app root reports ``notRunning`` and the
 "running" status widget is gone. Printed per page: the seconds from navigation to settled for each visit,
 and the dashboard process's resident memory after it, plus whether PyTorch is loaded in that process (its
-shared library mapped), since the read-only pages must not import it. The goal is every page under 1.5 s.
+shared library mapped), since no page may import it. The goal is every page under 1.5 s.
 
 With ``--repeat K`` the whole tour is made K times, each in a fresh browser context (empty cache, so every
 tour's first visits fetch the page's scripts again), and the table shows the median of the K first visits, of the
 K repeated visits and of K warm script runs: single visits vary by about +-0.6 s on a 2-core machine. ``--pages``
 visits only the named pages (comma-separated, case-insensitive prefixes of the names in the table:
 ``--pages live,compare`` is Live and both Compare rows), still after the Runs page that opens every tour.
+
+Two references are measured the same way (K tours, medians): Streamlit's floor, a one-line page on its own server,
+and the dashboard's shell, ``app/main.py`` with every page's body replaced by its title (navigation, page config,
+theme), which is what any page of this dashboard costs before its content.
 
 Usage:
   python benchmarks/dashboard_pages.py [--runs 500] [--metrics 100000] [--results 11000] [--keep DIR]
@@ -188,30 +192,55 @@ def script_seconds(url: str, page: str, query: dict[str, str], repeat: int = 1) 
     return statistics.median(times)
 
 
-def floor_seconds(work: Path) -> tuple[float, float]:
-    """A full load of a one-line Streamlit page (no store, no charts): what any page costs in this browser on this
-    machine before the dashboard does anything."""
+def _visits(script: Path, paths: list[str], tours: int, what: str) -> tuple[float, float]:
+    """Medians of the first and the repeated full load of each of ``paths`` on a server of ``script`` alone, over
+    ``tours`` fresh browser contexts (each opened at "/" first, as the dashboard's tours are)."""
     from playwright.sync_api import sync_playwright
 
-    script = work / "floor.py"
-    script.write_text("import streamlit as st\nst.write('floor')\n")
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                                "--server.address", "127.0.0.1", "--server.headless", "true"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=script.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    firsts, agains = [], []
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, 60, "the floor page's server")
+        wait_healthy(url, 60, what)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            settle_seconds(page, url)
-            first, again = settle_seconds(page, url), settle_seconds(page, url)
+            for _ in range(tours):
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                page = context.new_page()
+                settle_seconds(page, url + "/")
+                for path in paths:
+                    firsts.append(settle_seconds(page, url + path))
+                    agains.append(settle_seconds(page, url + path))
+                context.close()
             browser.close()
-        return first, again
+        return statistics.median(firsts), statistics.median(agains)
     finally:
         server.terminate()
         server.wait(20)
+
+
+def floor_seconds(work: Path, tours: int = 1) -> tuple[float, float]:
+    """A full load of a one-line Streamlit page (no store, no charts): what any page costs in this browser on this
+    machine before the dashboard does anything."""
+    script = work / "floor.py"
+    script.write_text("import streamlit as st\nst.write('floor')\n")
+    return _visits(script, ["/"], tours, "the floor page's server")
+
+
+def shell_seconds(work: Path, tours: int = 1) -> tuple[float, float]:
+    """A full load of the dashboard with every page's body replaced by its title: the navigation, page config and
+    theme of ``app/main.py`` and nothing else, i.e. what a page of this dashboard costs before its content."""
+    shell = work / "shell"
+    shutil.rmtree(shell, ignore_errors=True)
+    shutil.copytree(ROOT / "app", shell / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    if (ROOT / ".streamlit").is_dir():
+        shutil.copytree(ROOT / ".streamlit", shell / ".streamlit")
+    for view in (shell / "app" / "views").glob("*.py"):
+        view.write_text(f"import streamlit as st\n\nst.title({view.stem!r})\n")
+    return _visits(shell / "app" / "main.py", ["/", "/live", "/compare"], tours, "the dashboard shell's server")
 
 
 def selected_pages(pages: list[tuple[str, str]], wanted: str) -> list[tuple[str, str]]:
@@ -267,7 +296,7 @@ def main() -> None:
             scripts[name] = script_seconds(url, page, query, args.repeat)
         from playwright.sync_api import sync_playwright
 
-        floor = floor_seconds(work)
+        floor, shell = floor_seconds(work, args.repeat), shell_seconds(work, args.repeat)
         visits: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _ in pages}
         memory: dict[str, tuple[float, bool]] = {}
         with sync_playwright() as p:
@@ -291,6 +320,8 @@ def main() -> None:
                  *memory[name]) for name, _ in pages]
         print(f"\nStreamlit's own floor (a one-line page on its own server, same browser): first {floor[0]:.2f} s, "
               f"again {floor[1]:.2f} s")
+        print(f"The dashboard's shell (app/main.py with every page's body replaced by its title): first {shell[0]:.2f} s, "
+              f"again {shell[1]:.2f} s")
         worst = max(max(r[1], r[2]) for r in rows)
         if args.repeat > 1:
             print(f"\nmedians of {args.repeat} tours")
