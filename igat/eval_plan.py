@@ -17,6 +17,10 @@ from pydantic import BaseModel
 from igat.config import AttackSpec
 from igat.specs.attacks import ATTACK_SPECS
 
+# The files an evaluation writes next to its checkpoint (`igat report` finds them without loading PyTorch).
+EVAL_CSV = "eval.csv"
+EVAL_JSON = "eval.json"
+
 
 @dataclass(frozen=True)
 class PlannedRow:

@@ -41,13 +41,11 @@ from torch import Tensor
 
 from igat.attacks import ATTACKS, Attack, build_attack
 from igat.config import AttackSpec, ExperimentConfig, with_overrides
-from igat.eval_plan import PlannedRow, attack_cap, plan_rows, row_key
+from igat.eval_plan import EVAL_CSV, EVAL_JSON, PlannedRow, attack_cap, plan_rows, row_key
 from igat.models.ensemble import Ensemble
 from igat.models.fused import combined_models
 from igat.stats import wilson_of_accuracy
 
-EVAL_CSV = "eval.csv"
-EVAL_JSON = "eval.json"
 CORE_COLUMNS = ["checkpoint", "method", "variant", "seed", "target", "combiner", "attack", "accuracy", "num_examples",
                 "ci_low", "ci_high", "eval_key"]
 

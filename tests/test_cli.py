@@ -37,3 +37,27 @@ def test_list_command(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "pgd_at" in out and "average" in out
+
+
+def test_commands_that_train_nothing_start_without_torch():
+    """`igat config`, `igat list` and every command's parser load no PyTorch (a second or more per call on a
+    2-core CPU; `igat submit` and `igat runs` only talk to the queue and the store)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = ("import contextlib, io, json, sys\n"
+              "from igat.cli import build_parser, main\n"
+              "build_parser()\n"
+              "out = io.StringIO()\n"
+              "with contextlib.redirect_stdout(out):\n"
+              "    codes = [main(['config', '--defense', 'dverge', '--igat']), main(['list'])]\n"
+              "print(json.dumps({'codes': codes, 'torch': 'torch' in sys.modules, 'listed': 'autoattack' in out.getvalue()}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"codes": [0, 0], "torch": False, "listed": True}

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from igat.training.checkpoint import CheckpointError
+    from igat.errors import CheckpointError  # torch-free: commands that train nothing start without PyTorch
 
     try:
         return int(args.func(args) or 0)

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from igat.evaluation import EVAL_CSV, EVAL_JSON
+from igat.eval_plan import EVAL_CSV, EVAL_JSON
 
 
 def find_result_files(paths: list[str]) -> list[Path]:

@@ -9,7 +9,6 @@ import sys
 import yaml
 
 from igat.cli.common import (
-    ProgressBar,
     check_init_checkpoint,
     fail,
     format_config_error,
@@ -63,6 +62,8 @@ def run_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(format_config_error(exc))
     try:
+        from igat.cli.progress import ProgressBar
+
         trainer = Trainer(cfg, [ProgressBar(cfg.train.epochs)], output_dir=output_dir, resume=not args.no_resume)
         result = trainer.fit()
     except DataNotFoundError as exc:

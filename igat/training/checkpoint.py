@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from igat.errors import CheckpointError  # defined torch-free (the CLI catches it), raised here
+
 FORMAT = "igat-checkpoint-v2"
 LEGACY_FORMATS = ("igat-checkpoint-v1",)
 LAST = "last.pt"
@@ -45,10 +47,6 @@ _UNBOUND_FIELDS: tuple[tuple[str, ...], ...] = (
     ("name",), ("tags",), ("device",), ("output_dir",), ("eval",), ("train", "epochs"), ("train", "log_every"),
     ("train", "checkpoint_every"), ("model", "engine"),
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing, not ours, unsafe, or written by another run."""
 
 
 class CheckpointMismatchError(CheckpointError):
