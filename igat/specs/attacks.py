@@ -27,7 +27,16 @@ class AttackSpec:
 
 ATTACK_SPECS: Registry[type[AttackSpec]] = Registry("attack")
 
-RESTARTS_NEED_RANDOM_START = "restarts > 1 needs random_start (every restart would repeat the same trajectory)"
+
+class RestartingParams(AttackParams):
+    """Parameters of an attack with ``random_start`` and ``restarts`` (each subclass declares both, in its own field
+    order and wording): a restart without a random start would repeat the same trajectory."""
+
+    @model_validator(mode="after")
+    def _restarts_need_random_start(self) -> RestartingParams:
+        if self.restarts > 1 and not self.random_start:  # type: ignore[attr-defined]  (declared by the subclass)
+            raise ValueError("restarts > 1 needs random_start (every restart would repeat the same trajectory)")
+        return self
 
 
 # --- natural -----------------------------------------------------------------------------------------------
@@ -39,7 +48,7 @@ class NaturalSpec(AttackSpec):
 
 
 # --- PGD family ----------------------------------------------------------------------------------------------
-class PGDAttackParams(AttackParams):
+class PGDAttackParams(RestartingParams):
     eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="L-inf radius in [0,1] pixel units")
     step_size: float = Field(STEP_2_255, gt=0.0, le=1.0)
     steps: int = Field(20, ge=1, le=10000)
@@ -49,12 +58,6 @@ class PGDAttackParams(AttackParams):
     loss: Literal["ce", "cw"] = "ce"
     targeted: bool = False
     target_offset: int = Field(1, ge=1, description="targeted mode: target = (y + offset) mod C")
-
-    @model_validator(mode="after")
-    def _restarts_need_random_start(self) -> PGDAttackParams:
-        if self.restarts > 1 and not self.random_start:
-            raise ValueError(RESTARTS_NEED_RANDOM_START)
-        return self
 
 
 @ATTACK_SPECS.register("pgd")
@@ -96,7 +99,7 @@ class PGDStrengthSpec(AttackSpec):
 
 
 # --- CW ------------------------------------------------------------------------------------------------------
-class CWParams(AttackParams):
+class CWParams(RestartingParams):
     eps: float = Field(EPS_8_255, ge=0.0, le=1.0, description="L-inf radius in [0,1] pixel units")
     step_size: float = Field(STEP_2_255, gt=0.0, le=1.0, description="step size per iteration")
     steps: int = Field(30, ge=1, le=10000, description="number of PGD iterations on the margin loss")
@@ -106,12 +109,6 @@ class CWParams(AttackParams):
     num_examples: int | None = Field(
         1000, ge=1, description="evaluate on at most this many equidistant examples of the evaluation set (None = all)"
     )
-
-    @model_validator(mode="after")
-    def _restarts_need_random_start(self) -> CWParams:
-        if self.restarts > 1 and not self.random_start:
-            raise ValueError(RESTARTS_NEED_RANDOM_START)
-        return self
 
 
 @ATTACK_SPECS.register("cw")
