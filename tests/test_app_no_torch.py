@@ -34,15 +34,10 @@ SCRIPT = textwrap.dedent("""
         at.run()
     problems = [e.value for e in at.exception] + [e.value for e in at.error if "hit an error" in e.value]
     launched = []
-    if page == "launch" and query.get("queue"):  # fill a tiny run as tests/test_app.launch_tiny does, and queue it
-        at.selectbox(key="launch.defense").set_value("adp").run()
-        at.selectbox(key="launch.dataset").set_value("synthetic")
-        for name, value in (("members", 2), ("epochs", 1), ("batch_size", 32), ("steps_per_epoch", 2),
-                            ("num_examples", 32)):
-            at.number_input(key="launch." + name).set_value(value)
-        at.checkbox(key="launch.dp.plus_adv").set_value(False)
-        at.text_input(key="launch.name").set_value("no-torch")
-        at.button(key="launch.queue").click().run()
+    if page == "launch" and query.get("queue"):  # the Launch tests' tiny run, queued
+        from tests.test_app import launch_tiny  # torch-free to import, like the page
+
+        launch_tiny(at).button(key="launch.queue").click().run()
         launched = [s.value for s in at.success if "Queued experiment" in s.value]
         problems += [e.value for e in at.error]
     if page == "studies" and query.get("queue"):  # open the launcher, see the cost, queue a study
