@@ -462,6 +462,23 @@ def launch_tiny(at: AppTest) -> AppTest:
     return at
 
 
+def open_section(at: AppTest, state_key: str, tab_key: str | None = None, tab: str | None = None) -> AppTest:
+    """Open a Launch section that is built only on request (the YAML box, Advanced), as a click on it does:
+    set its state and rerun; ``tab`` also picks one of its tabs."""
+    at.session_state[state_key] = True
+    if tab is not None:
+        at.session_state[tab_key] = tab
+    return at.run()
+
+
+def open_yaml_box(at: AppTest) -> AppTest:
+    return open_section(at, "launch.yaml_open")
+
+
+def open_advanced(at: AppTest, tab: str) -> AppTest:
+    return open_section(at, "launch.advanced_open", "launch.advanced_tab", tab)
+
+
 def run_count(db) -> int:
     with Session(engine_for(db)) as s:
         return len(s.exec(select(Run)).all())
@@ -573,7 +590,7 @@ def test_launch_clone_prefills_from_the_run(db):
 
 
 def test_launch_yaml_import_and_bad_yaml(db):
-    at = app("launch")
+    at = open_yaml_box(app("launch"))
     at.text_area(key="launch.yaml_text").set_value(
         "name: from-yaml\ndefense: {name: pgd_at, params: {steps: 3}}\nmodel: {num_members: 3}\n")
     at.button(key="launch.import").click().run()

@@ -12,7 +12,18 @@ from sqlmodel import Session, select
 
 from tasks.store import Run
 from tests import test_app as fixtures
-from tests.test_app import BASE_CHECKPOINT, app, engine_for, launch_tiny, no_crash, queued_messages, run_count, texts
+from tests.test_app import (
+    BASE_CHECKPOINT,
+    app,
+    engine_for,
+    launch_tiny,
+    no_crash,
+    open_advanced,
+    open_yaml_box,
+    queued_messages,
+    run_count,
+    texts,
+)
 
 db, queue = fixtures.db, fixtures.queue  # the fixture store and the Redis queue, requested by name
 
@@ -54,7 +65,7 @@ def test_launch_refuses_a_fractional_member_count_instead_of_cutting_it(db):
 # --- 6. YAML import -----------------------------------------------------------------------------
 
 def test_launch_yaml_without_optim_gets_the_defense_recipe(db):
-    at = app("launch")
+    at = open_yaml_box(app("launch"))
     at.text_area(key="launch.yaml_text").set_value("name: adp-yaml\ndefense: {name: adp}\nmodel: {num_members: 2}\n")
     at.button(key="launch.import").click().run()
     no_crash(at)
@@ -64,7 +75,7 @@ def test_launch_yaml_without_optim_gets_the_defense_recipe(db):
 
 
 def test_launch_yaml_errors_are_the_yamls_and_keep_the_box_open(db):
-    at = app("launch")
+    at = open_yaml_box(app("launch"))
     at.text_area(key="launch.yaml_text").set_value("")
     at.button(key="launch.import").click().run()
     no_crash(at)
@@ -290,15 +301,40 @@ def test_every_config_field_is_reachable_from_the_form():
     assert leaves - reachable == set()
 
 
+def test_launch_builds_its_collapsed_sections_only_on_request_and_keeps_their_edits(db, queue):
+    """The Advanced section (~70 widgets) and the YAML box are drawn only while open (issue 16's page-load goal);
+    what was typed there stays when the section is closed or another tab is drawn, and reaches the queued run."""
+    at = launch_tiny(app("launch"))
+    at.run()
+    drawn = {w.key for w in at.number_input} | {w.key for w in at.text_input} | {w.key for w in at.text_area}
+    assert not any(k.startswith(("launch.adv.", "launch.ap.")) for k in drawn), sorted(drawn)
+    assert "launch.yaml_text" not in drawn and not at.get("download_button")
+    open_advanced(at, "Training").number_input(key="launch.adv.train.eval_examples").set_value(96)
+    at.session_state["launch.advanced_open"] = False  # closed again: its widgets are gone, the edit is not
+    at.run()
+    assert not any(w.key.startswith("launch.adv.") for w in at.number_input)
+    open_yaml_box(at).text_area(key="launch.yaml_text").set_value("name: half-typed")
+    at.session_state["launch.yaml_open"] = False
+    at.run()
+    assert open_yaml_box(at).text_area(key="launch.yaml_text").value == "name: half-typed"
+    at.button(key=QUEUE).click().run()
+    no_crash(at)
+    assert any("Queued experiment" in s.value for s in at.success), errors_of(at)
+    with Session(engine_for(db)) as s:
+        run = s.exec(select(Run).order_by(Run.id.desc())).first()
+    assert json.loads(run.config_json)["train"]["eval_examples"] == 96
+
+
 def test_launch_advanced_fields_and_attack_parameters_reach_the_queued_config(db, queue):
     at = app("launch")
     at.radio(key="launch.protocol").set_value("quick").run()
     before = next(c.value for c in at.caption if c.value.startswith("Estimated cost of the whole run"))
-    at.text_input(key="launch.adv.data.train_subset").set_value("1000")
-    at.number_input(key="launch.adv.igat.attack.steps").set_value(7)
-    at.number_input(key="launch.adv.train.eval_examples").set_value(128)
+    # One tab at a time, as a user would: a tab's edits are kept while another tab (or none) is drawn.
+    open_advanced(at, "Data").text_input(key="launch.adv.data.train_subset").set_value("1000")
+    open_advanced(at, "iGAT attack").number_input(key="launch.adv.igat.attack.steps").set_value(7)
+    open_advanced(at, "Training").number_input(key="launch.adv.train.eval_examples").set_value(128)
     at.number_input(key="launch.adv.train.eval_pgd_steps").set_value(5)
-    at.number_input(key="launch.ap.pgd.steps").set_value(7)
+    open_advanced(at, "Evaluation attacks").number_input(key="launch.ap.pgd.steps").set_value(7)
     at.number_input(key="launch.ap.pgd.restarts").set_value(2)
     at.number_input(key="launch.ap.signhunter.max_queries").set_value(100)
     at.selectbox(key="launch.ap.autoattack.version").set_value("fast")

@@ -245,13 +245,26 @@ def param_widget(f: F.ParamField, name: str, label: str) -> None:
 ATTACKS_TAB = "Evaluation attacks"
 
 
+ADVANCED_OPEN = "advanced_open"  # the Advanced expander's state key
+ADVANCED_TAB = "advanced_tab"  # its tabs' state key
+
+
 def advanced_section() -> None:
     """Every config field the form does not show above, by section, and the parameters of the selected
-    evaluation attacks: nothing of a config needs YAML to be edited."""
+    evaluation attacks: nothing of a config needs YAML to be edited.
+
+    Built only while open, and then only the open tab: its ~70 widgets were half of the page's elements, and the
+    browser drew them on every visit of Launch although the expander starts collapsed (``keep_lazy_state`` keeps
+    their values while they are not drawn)."""
     fields = F.advanced_fields()
     titles = [*dict.fromkeys(title for title, _, _ in fields), ATTACKS_TAB]
-    with st.expander("Advanced: every other config field", key=key("advanced_open"), on_change="rerun"):
-        for tab, title in zip(st.tabs(titles), titles, strict=True):
+    section = st.expander("Advanced: every other config field", key=key(ADVANCED_OPEN), on_change="rerun")
+    if not section.open:
+        return
+    with section:
+        for tab, title in zip(st.tabs(titles, key=key(ADVANCED_TAB), on_change="rerun"), titles, strict=True):
+            if not tab.open:
+                continue
             with tab:
                 if title == ATTACKS_TAB:
                     attack_param_widgets()
@@ -260,6 +273,17 @@ def advanced_section() -> None:
                 for i, (_, path, f) in enumerate(x for x in fields if x[0] == title):
                     with cols[i % 3]:
                         param_widget(f, F.ADVANCED_PREFIX + path, path)
+
+
+def keep_lazy_state() -> None:
+    """Keep the values of the widgets that are drawn only on request (the Advanced section, the YAML box).
+
+    Streamlit drops a widget's value at the end of a run that did not draw it; written back through Session State
+    at the top of each run, the value stays (and the widget shows it when drawn again). Edits there thus survive
+    closing the section or switching its tab, as the visible fields' edits do."""
+    lazy = (key(F.ADVANCED_PREFIX), key(F.ATTACK_PREFIX), key("yaml_text"))
+    for k in [k for k in st.session_state if isinstance(k, str) and k.startswith(lazy)]:
+        st.session_state[k] = st.session_state[k]
 
 
 def attack_param_widgets() -> None:
@@ -291,8 +315,12 @@ def method_row(defenses: list[str]) -> None:
 
 def yaml_box() -> None:
     # A keyed, state-tracking expander keeps its open state when messages above it come and go (an import
-    # error, a flash): an unkeyed one is a new element then and collapses, hiding the pasted text.
-    with st.expander("YAML import / export", key=key(YAML_OPEN), on_change="rerun"):
+    # error, a flash): an unkeyed one is a new element then and collapses, hiding the pasted text. Its content
+    # is built only while it is open (the export's YAML, the uploader: nothing to draw on a plain visit).
+    box = st.expander("YAML import / export", key=key(YAML_OPEN), on_change="rerun")
+    if not box.open:
+        return
+    with box:
         try:
             text = ExperimentConfig.from_dict(current_config()).to_yaml()
         except ConfigError:
@@ -505,6 +533,7 @@ def body() -> None:
             load_into_form(cfg)
             st.session_state[key("flash")] = ("info", f"Pre-filled from run #{clone}; change what you need and queue.")
         st.session_state[key("cloned")] = (clone, finetune)
+    keep_lazy_state()
     if key("base") not in st.session_state:
         load_into_form(F.default_config(DEFAULT_DEFENSE if DEFAULT_DEFENSE in defenses else defenses[0]))
     else:  # widget state is dropped when the user visits another page: restore it from the base
