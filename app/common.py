@@ -121,6 +121,21 @@ def set_query(name: str, value: str | int | list[int] | None) -> None:
         st.query_params[name] = text
 
 
+def remember(name: str, value: Any) -> None:
+    """Keep a page's selection (a run, runs to compare) for the rest of the browser session. A widget's value is
+    dropped when the user visits another page, and the sidebar's links carry no query string, so without this a
+    page forgot what was picked on it as soon as the user looked elsewhere."""
+    st.session_state[REMEMBERED + name] = value
+
+
+def recall(name: str, default: Any = None) -> Any:
+    """What :func:`remember` kept for ``name`` in this session (``default`` when nothing)."""
+    return st.session_state.get(REMEMBERED + name, default)
+
+
+REMEMBERED = "remembered."
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds < 0:  # None, NaN, clock skew
         return ""

@@ -7,8 +7,8 @@ visits every page in Debian's headless Chromium through Playwright, twice (a fir
 
 A page has *settled* when Streamlit's script run is over (the app root reports ``notRunning``, the "running"
 status widget is gone) and its charts and dataframes are drawn; it is checked on every animation frame and timed by
-the page's own clock from the start of the navigation (``SETTLED_JS``). Printed per page: the seconds from navigation to settled for each visit,
-and the dashboard process's resident memory after it, plus whether PyTorch is loaded in that process (its
+the page's own clock from the start of the navigation (``SETTLED_JS``). Printed per page: the seconds from
+navigation to settled for each visit, and the dashboard process's resident memory after it, plus whether PyTorch is loaded in that process (its
 shared library mapped), since no page may import it. The goal is every page under 1.5 s.
 
 With ``--repeat K`` the whole tour is made K times, each in a fresh browser context (empty cache, so every
@@ -16,6 +16,12 @@ tour's first visits fetch the page's scripts again), and the table shows the med
 K repeated visits and of K warm script runs: single visits vary by about +-0.6 s on a 2-core machine. ``--pages``
 visits only the named pages (comma-separated, case-insensitive prefixes of the names in the table:
 ``--pages live,compare`` is Live and both Compare rows), still after the Runs page that opens every tour.
+
+Each tour then reaches the same pages from the sidebar, as a user moves between them: one click per page in one
+session (no page load; Streamlit swaps the page's content over its open connection), timed from the click until the
+new page's title is up, nothing of the old page is left and the page has settled (``NAVIGATED_JS``). The sidebar
+opens Live and Members on their default run (the running one, or the newest) and Compare on the session's last
+selection, which the tour sets to the two runs of "Compare (2 runs)" first.
 
 Two references are measured the same way (K tours, medians): Streamlit's floor, a one-line page on its own server,
 and the dashboard's shell, ``app/main.py`` with every page's body replaced by its title (navigation, page config,
@@ -189,6 +195,31 @@ def settle_seconds(page, url: str) -> float:
     return float(page.wait_for_function(SETTLED_JS, polling="raf", timeout=120_000).json_value())
 
 
+# The same condition after a click on a sidebar link (no page load: Streamlit swaps the page's elements over its open
+# connection, as it does for every page change inside the dashboard). Before the new page's script run has begun,
+# the old page is still there and may be settled, so the new page's title must be up and no element of the old
+# page left (Streamlit marks them stale until the run that replaces them ends).
+NAVIGATED_JS = """(title) => {
+  const heading = document.querySelector('[data-testid=stMain] h1');
+  if (!heading || !heading.innerText.trim().startsWith(title)) return 0;
+  if (document.querySelector('[data-testid=stElementContainer][data-stale=true]')) return 0;
+  if (!(""" + SETTLED_JS + """)()) return 0;
+  return (performance.now() - window.__igatClickedAt) / 1000;
+}"""
+
+
+def sidebar_seconds(page, label: str, title: str) -> float:
+    """Seconds from a click on the sidebar link ``label`` until the page titled ``title`` has settled."""
+    page.evaluate("""(label) => {
+      const link = [...document.querySelectorAll('[data-testid=stSidebarNavLink]')]
+        .find(a => a.querySelector('span[label]')?.getAttribute('label') === label);
+      if (!link) throw new Error('no sidebar link ' + label);
+      window.__igatClickedAt = performance.now();
+      link.click();
+    }""", label)
+    return float(page.wait_for_function(NAVIGATED_JS, arg=title, polling="raf", timeout=120_000).json_value())
+
+
 def script_seconds(url: str, page: str, query: dict[str, str], repeat: int = 1) -> float:
     """The server's share: the median of ``repeat`` warm script runs of the page (AppTest, in this process, same
     store)."""
@@ -261,6 +292,14 @@ def shell_seconds(work: Path, tours: int = 1) -> tuple[float, float]:
     return _visits(shell / "app" / "main.py", ["/", "/live", "/compare"], tours, "the dashboard shell's server")
 
 
+# Each page's sidebar link and the start of its title. Compare (50 runs) has no row of its own there: the sidebar
+# opens Compare with the session's last selection, which the tour sets to the two runs of "Compare (2 runs)".
+SIDEBAR = {"Runs": ("Runs", "Runs"), "Live": ("Live training", "Live training"),
+           "Compare (2 runs)": ("Compare", "Compare"), "Members": ("Members", "Member statistics"),
+           "Ablation": ("Ablation", "Ablation"), "Studies": ("Studies", "Studies"), "Theory": ("Theory", "Theory"),
+           "Launch": ("Launch", "Launch")}
+
+
 def selected_pages(pages: list[tuple[str, str]], wanted: str) -> list[tuple[str, str]]:
     """The pages whose names start with one of the comma-separated ``wanted`` names (any case); all when empty."""
     prefixes = [w.strip().lower() for w in wanted.split(",") if w.strip()]
@@ -316,6 +355,7 @@ def main() -> None:
 
         floor, shell = floor_seconds(work, args.repeat), shell_seconds(work, args.repeat)
         visits: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _ in pages}
+        clicks: dict[str, list[float]] = {name: [] for name, _ in pages if name in SIDEBAR}
         memory: dict[str, tuple[float, bool]] = {}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
@@ -332,22 +372,40 @@ def main() -> None:
                     print(f"{name:18s} first {first:5.2f} s  again {again:5.2f} s  script {scripts[name]:5.2f} s  "
                           f"rss {memory[name][0]:6.0f} MB  torch {memory[name][1]}"
                           + (f"  (tour {tour + 1} of {args.repeat})" if args.repeat > 1 else ""), flush=True)
+                # The same pages reached from the sidebar, in one session that picked Compare's two runs first.
+                settle_seconds(page, base + f"/compare?runs={args.runs},{args.runs - 1}")
+                current = "Compare"
+                for name in clicks:
+                    label, title = SIDEBAR[name]
+                    if title == current:  # already there: leave first, so that the click changes the page
+                        sidebar_seconds(page, *SIDEBAR["Runs" if name != "Runs" else "Launch"])
+                    clicks[name].append(sidebar_seconds(page, label, title))
+                    current = title
+                print("via the sidebar: " + ", ".join(f"{name} {clicks[name][-1]:.2f} s" for name in clicks)
+                      + (f"  (tour {tour + 1} of {args.repeat})" if args.repeat > 1 else ""), flush=True)
                 context.close()
             browser.close()
-        rows = [(name, statistics.median(visits[name][0]), statistics.median(visits[name][1]), scripts[name],
-                 *memory[name]) for name, _ in pages]
+        rows = [(name, statistics.median(visits[name][0]), statistics.median(visits[name][1]),
+                 statistics.median(clicks[name]) if name in clicks else None, scripts[name], *memory[name])
+                for name, _ in pages]
         print(f"\nStreamlit's own floor (a one-line page on its own server, same browser): first {floor[0]:.2f} s, "
               f"again {floor[1]:.2f} s")
         print(f"The dashboard's shell (app/main.py with every page's body replaced by its title): first {shell[0]:.2f} s, "
               f"again {shell[1]:.2f} s")
         worst = max(max(r[1], r[2]) for r in rows)
+        worst_click = max((r[3] for r in rows if r[3] is not None), default=None)
         if args.repeat > 1:
             print(f"\nmedians of {args.repeat} tours")
-        print("\n| page | first visit (s) | again (s) | server script run (s) | dashboard RSS after (MB) | torch loaded |"
-              "\n|---|---|---|---|---|---|")
-        for name, first, again, script, rss, torch in rows:
-            print(f"| {name} | {first:.2f} | {again:.2f} | {script:.2f} | {rss:.0f} | {'yes' if torch else 'no'} |")
-        print(f"\nslowest page {worst:.2f} s; goal < {GOAL_SECONDS} s: {'met' if worst < GOAL_SECONDS else 'NOT met'}")
+        print("\n| page | first visit (s) | again (s) | via the sidebar (s) | server script run (s) "
+              "| dashboard RSS after (MB) | torch loaded |\n|---|---|---|---|---|---|---|")
+        for name, first, again, click, script, rss, torch in rows:
+            print(f"| {name} | {first:.2f} | {again:.2f} | {'-' if click is None else f'{click:.2f}'} | {script:.2f} "
+                  f"| {rss:.0f} | {'yes' if torch else 'no'} |")
+        print(f"\nslowest page, full load: {worst:.2f} s; goal < {GOAL_SECONDS} s: "
+              f"{'met' if worst < GOAL_SECONDS else 'NOT met'}")
+        if worst_click is not None:
+            print(f"slowest page, via the sidebar: {worst_click:.2f} s; goal < {GOAL_SECONDS} s: "
+                  f"{'met' if worst_click < GOAL_SECONDS else 'NOT met'}")
     finally:
         server.terminate()
         try:

@@ -361,6 +361,30 @@ def test_compare_selection_is_in_the_url_and_flags_show(db):
     assert not [e for e in at.error if "above natural" in e.value]
 
 
+def test_pages_keep_their_selection_when_the_user_comes_back_by_the_sidebar(db):
+    """The sidebar's links carry no query string and Streamlit drops a page's widget values when another page
+    is shown: Compare, Live and Members bring back what was picked on them earlier in the session."""
+    ids = db["ids"]
+    at = app("compare", runs=f"{ids['adp0']},{ids['igat0']}")
+    at.switch_page("views/live.py")
+    for name in list(at.query_params):  # what a click on a sidebar link leaves in the URL: nothing
+        del at.query_params[name]
+    at.run()
+    at.selectbox(key="live.run").set_value(ids["adp1"]).run()
+    at.switch_page("views/compare.py")
+    for name in list(at.query_params):
+        del at.query_params[name]
+    at.run()
+    no_crash(at)
+    assert at.multiselect(key="cmp.runs").value == [ids["adp0"], ids["igat0"]]
+    assert at.query_params["runs"] == f"{ids['adp0']},{ids['igat0']}"  # and the URL is shareable again
+    at.switch_page("views/live.py")
+    for name in list(at.query_params):
+        del at.query_params[name]
+    at.run()
+    assert at.selectbox(key="live.run").value == ids["adp1"]
+
+
 def test_ablation_table3(db):
     at = app("ablation")
     no_crash(at)
@@ -382,6 +406,8 @@ def test_compare_png_export_failure_is_a_clear_message(db, monkeypatch):
 
     monkeypatch.setattr(go.Figure, "to_image", broken)
     at = app("compare", runs=str(db["ids"]["adp0"]))
+    assert "cmp.png.compare" not in {b.key for b in at.button}  # the export section is built only when opened
+    at = open_section(at, "cmp.export_open")
     at.button(key="cmp.png.compare").click().run()
     no_crash(at)
     assert any(e.value.startswith("PNG export failed (RuntimeError: Could not find Chrome)") for e in at.error)
@@ -463,8 +489,9 @@ def launch_tiny(at: AppTest) -> AppTest:
 
 
 def open_section(at: AppTest, state_key: str, tab_key: str | None = None, tab: str | None = None) -> AppTest:
-    """Open a Launch section that is built only on request (the YAML box, Advanced), as a click on it does:
-    set its state and rerun; ``tab`` also picks one of its tabs."""
+    """Open a section that is built only on request (Launch's YAML box and Advanced, Compare's export, a run's
+    downloads and curation on Runs), as a click on it does: set its state and rerun; ``tab`` also picks one of
+    its tabs."""
     at.session_state[state_key] = True
     if tab is not None:
         at.session_state[tab_key] = tab

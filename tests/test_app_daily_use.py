@@ -19,6 +19,7 @@ from tests.test_app import (
     launch_tiny,
     no_crash,
     open_advanced,
+    open_section,
     open_yaml_box,
     queued_messages,
     run_count,
@@ -265,6 +266,9 @@ def test_members_page_of_a_one_epoch_igat_run(db):
     assert alloc["layout"]["title"]["text"] == "Adversarial examples allocated per member"
     assert {t["name"] for t in alloc["data"]} == {"member 0", "member 1"}
     assert all(drawn(t) for t in alloc["data"]), "one epoch must still draw something"
+    assert not at.dataframe  # the statistics tables are built when their section is opened
+    at = open_section(at, f"members.tables.open.{rid}")
+    no_crash(at)
     tables = [d.value for d in at.dataframe]
     assert tables and not any(t.isna().any().any() for t in tables)  # no "None" cells
     assert "ensemble" not in tables[0].columns  # per-member statistics only

@@ -23,7 +23,7 @@ from app import run_table
 from tasks.store import Artifact, EvalResult, MemberStatRow, Metric, Run, make_engine, utcnow
 from tests import test_app as fixtures
 from tests.helpers import synthetic_config
-from tests.test_app import app, engine_for, no_crash, texts
+from tests.test_app import app, engine_for, no_crash, open_section, texts
 
 db = fixtures.db  # the fixture store, requested by name
 
@@ -404,6 +404,8 @@ def test_edit_name_notes_and_tags_on_the_page(db):
 
     rid = db["ids"]["adp1"]
     at = app(run=str(rid))
+    assert f"runs.edit.name.{rid}" not in {w.key for w in at.text_input}  # the form is built when its section opens
+    at = open_section(at, f"runs.edit.open.{rid}")
     at.text_input(key=f"runs.edit.name.{rid}").set_value("adp-renamed")
     at.text_area(key=f"runs.edit.notes.{rid}").set_value("seed 1: PGD 38 %, rerun with 20 steps")
     at.text_input(key=f"runs.edit.tags.{rid}").set_value("table1, rerun")
@@ -498,6 +500,9 @@ def test_downloads_give_the_config_results_and_checkpoint_bytes(db, downloads):
     rid = fill_run(db["url"])
     at = app(run=str(rid))
     no_crash(at)
+    assert f"run-{rid}-config.yaml" not in downloads  # nothing is made before the section is opened
+    at = open_section(at, f"runs.dl.open.{rid}")
+    no_crash(at)
     config = downloads[f"run-{rid}-config.yaml"]
     config = config.decode() if isinstance(config, bytes) else config
     stored = synthetic_config()
@@ -517,7 +522,7 @@ def test_a_checkpoint_over_the_limit_is_not_offered_the_path_is(db, downloads, m
 
     monkeypatch.setattr(run_files, "MAX_CHECKPOINT_BYTES", 1024)
     rid = fill_run(db["url"])
-    at = app(run=str(rid))
+    at = open_section(app(run=str(rid)), f"runs.dl.open.{rid}")
     no_crash(at)
     assert f"run-{rid}-last.pt" not in downloads
     assert f"more than the 1.0 KB a browser download allows here; copy it from {run_dir(rid) / 'last.pt'}" in texts(at)

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from app import charts, tables
 from app import data as D
-from app.common import PAGE_RUNS, empty_state, get_engine, guarded, parse_id_list, run_page, set_query
+from app.common import PAGE_RUNS, empty_state, get_engine, guarded, parse_id_list, recall, remember, run_page, set_query
 from app.configdiff import config_diff, display_diff
 from app.curves import overlay_section
 from app.export import ExportError, figure_png, to_csv_bytes
@@ -19,13 +19,18 @@ K = "cmp."
 
 
 def apply_query(run_ids: list[int], exp_ids: list[int]) -> None:
-    """Pre-select what the URL names, once per distinct URL (so user edits are not overwritten)."""
+    """Pre-select what the URL names, once per distinct URL (so user edits are not overwritten); a URL that names
+    nothing (the sidebar's link) brings back this session's last selection."""
     query = (st.query_params.get("runs", ""), st.query_params.get("exps", ""))
-    if st.session_state.get(K + "applied") == query:
+    if st.session_state.get(K + "applied") == query and K + "runs" in st.session_state:
         return
     st.session_state[K + "applied"] = query
-    st.session_state[K + "runs"] = [i for i in parse_id_list(query[0]) if i in run_ids]
-    st.session_state[K + "exps"] = [i for i in parse_id_list(query[1]) if i in exp_ids]
+    if query == ("", ""):
+        runs, exps = recall("compare.selection", ([], []))
+    else:
+        runs, exps = parse_id_list(query[0]), parse_id_list(query[1])
+    st.session_state[K + "runs"] = [i for i in runs if i in run_ids]
+    st.session_state[K + "exps"] = [i for i in exps if i in exp_ids]
 
 
 def selection(runs: pd.DataFrame, exps: pd.DataFrame) -> list[int]:
@@ -41,6 +46,7 @@ def selection(runs: pd.DataFrame, exps: pd.DataFrame) -> list[int]:
                                  format_func=lambda i: exp_labels.get(i, str(i)), placeholder="pick experiments")
     set_query("runs", picked)
     set_query("exps", groups)
+    remember("compare.selection", (list(picked), list(groups)))
     st.session_state[K + "applied"] = (st.query_params.get("runs", ""), st.query_params.get("exps", ""))
     chosen = list(picked)
     for rid in runs[runs["experiment_id"].isin(groups)]["id"]:
@@ -78,6 +84,28 @@ def curves_fragment(engine: Engine, run_ids: list[int], labels: dict[int, str]) 
     if st.toggle(f"Draw the training curves of the {len(run_ids)} run(s)", key=K + "curves.on",
                  help="one line per run for a metric you pick; stays on while you change the selection"):
         overlay_section(engine, run_ids, labels, K + "curves.", "compare-curves")
+
+
+def export_section(t1: tables.Table, t2: tables.Table | None, evals: pd.DataFrame, fig) -> None:
+    """Tables 1 and 2 (CSV, LaTeX), every result (CSV) and the chart (PNG), built only while the section is open:
+    each download button holds its file, made on every visit whether or not anything is downloaded."""
+    section = st.expander("Export: Table 1 / Table 2 (CSV, LaTeX), all results (CSV), the chart (PNG)",
+                          key=K + "export_open", on_change="rerun")
+    if not section.open:
+        return
+    with section:
+        cols = st.columns(5)
+        cols[0].download_button("Table 1 (CSV)", to_csv_bytes(t1.tidy), file_name="table1.csv", mime="text/csv",
+                                key=K + "csv1", icon=":material/download:")
+        cols[1].download_button("Table 1 (LaTeX)", t1.latex, file_name="table1.tex", mime="text/x-tex",
+                                key=K + "tex1", icon=":material/download:")
+        if t2 is not None:
+            cols[2].download_button("Table 2 (LaTeX)", t2.latex, file_name="table2.tex", mime="text/x-tex",
+                                    key=K + "tex2", icon=":material/download:")
+        cols[3].download_button("All results (CSV)", to_csv_bytes(evals.drop(columns=["extra"])),
+                                file_name="results.csv", mime="text/csv", key=K + "csvraw", icon=":material/download:")
+        with cols[4]:
+            png_export(fig, "compare")
 
 
 def body() -> None:
@@ -134,10 +162,11 @@ def body() -> None:
     flags = tables.robustness_flags(frame)
     if flags.empty:
         st.success("No false-robustness warning for the selected runs.")
-    else:
-        for row in flags.to_dict("records"):
-            (st.error if row["severity"] == "error" else st.warning)(
-                f"**{row['method']}** (seed {row['seed']}): {row['message']}")
+    else:  # one box per severity, a line per flag: with many runs, a box per flag was a page of boxes
+        for severity, show in (("error", st.error), ("warning", st.warning)):
+            rows = flags[flags["severity"] == severity].to_dict("records")
+            if rows:
+                show("\n".join(f"- **{r['method']}** (seed {r['seed']}): {r['message']}" for r in rows))
 
     st.subheader("Config diff (differing fields only)")
     configs = D.run_configs(engine, chosen)
@@ -154,19 +183,7 @@ def body() -> None:
                 st.caption(f"{len(diff)} differing field(s) across {len(labelled)} runs: one row per run.")
             st.dataframe(shown, hide_index=True, width="stretch", key=K + "diff")
 
-    st.subheader("Export")
-    cols = st.columns(5)
-    cols[0].download_button("Table 1 (CSV)", to_csv_bytes(t1.tidy), file_name="table1.csv", mime="text/csv",
-                            key=K + "csv1", icon=":material/download:")
-    cols[1].download_button("Table 1 (LaTeX)", t1.latex, file_name="table1.tex", mime="text/x-tex",
-                            key=K + "tex1", icon=":material/download:")
-    if t2 is not None:
-        cols[2].download_button("Table 2 (LaTeX)", t2.latex, file_name="table2.tex", mime="text/x-tex",
-                                key=K + "tex2", icon=":material/download:")
-    cols[3].download_button("All results (CSV)", to_csv_bytes(evals.drop(columns=["extra"])), file_name="results.csv",
-                            mime="text/csv", key=K + "csvraw", icon=":material/download:")
-    with cols[4]:
-        png_export(fig, "compare")
+    export_section(t1, t2, evals, fig)
     st.caption("Shareable link: this page's URL keeps the selection "
                f"(`?runs={st.query_params.get('runs', '')}&exps={st.query_params.get('exps', '')}`).")
 

@@ -21,6 +21,8 @@ from app.common import (
     get_engine,
     guarded,
     query_int,
+    recall,
+    remember,
     run_page,
     set_query,
 )
@@ -114,6 +116,8 @@ def body() -> None:
     labels = {int(r["id"]): D.run_label(r) for r in runs.to_dict("records")}
     if st.session_state.get("live.run") not in ids:
         wanted = query_int("run")
+        if wanted not in ids:  # no (valid) run in the URL: the one picked here before in this session, if any
+            wanted = recall("live.run")
         running = runs[runs["status"] == "running"]
         default = wanted if wanted in ids else int(running["id"].iloc[0]) if not running.empty else ids[0]
         st.session_state["live.run"] = default
@@ -122,6 +126,7 @@ def body() -> None:
     smoothing = cols[1].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="live.smoothing",
                                help="exponential moving average of the per-step curves")
     set_query("run", run_id)
+    remember("live.run", run_id)
     final = runs.loc[runs["id"] == run_id, "status"].iloc[0] in D.FINAL
     st.fragment(run_every=None if final else REFRESH_SECONDS)(guarded(live_fragment))(run_id, final, smoothing)
     st.page_link(PAGE_MEMBERS, label="Member statistics of this run", icon=":material/groups:",

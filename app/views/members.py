@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import charts
 from app import data as D
-from app.common import empty_state, get_engine, query_int, run_page, set_query
+from app.common import empty_state, get_engine, query_int, recall, remember, run_page, set_query
 
 
 def body() -> None:
@@ -28,9 +28,12 @@ def body() -> None:
     labels = {int(r["id"]): D.run_label(r) for r in useful.to_dict("records")}
     if st.session_state.get("members.run") not in ids:
         wanted = query_int("run")
+        if wanted not in ids:  # no (valid) run in the URL: the one picked here before in this session, if any
+            wanted = recall("members.run")
         st.session_state["members.run"] = wanted if wanted in ids else ids[0]
     run_id = st.selectbox("Run", ids, key="members.run", format_func=lambda i: labels.get(i, str(i)))
     set_query("run", run_id)
+    remember("members.run", run_id)
     rev = f"members-{run_id}"
 
     stats = D.load_member_stats(engine, run_id)
@@ -52,7 +55,9 @@ def body() -> None:
             st.plotly_chart(charts.member_accuracy(stats, rev), key=f"members.acc.{run_id}", width="stretch")
         with right:
             st.plotly_chart(charts.class_heatmap(stats, epoch, rev), key=f"members.class.{run_id}", width="stretch")
-        with st.expander(f"Statistics at epoch {epoch} (table)"):
+        tables = st.expander(f"Statistics at epoch {epoch} (table)", key=f"members.tables.open.{run_id}",
+                             on_change="rerun")
+        if tables.open:  # built only when opened: two dataframes the browser drew on every visit, unseen
             # Two tables: a statistic is either per member or of the whole ensemble, and one grid of both left
             # every other cell empty (shown as "None").
             at_epoch = stats[stats["epoch"] == epoch]
@@ -60,11 +65,11 @@ def body() -> None:
             if not per_member.empty:
                 grid = per_member.pivot_table(index="statistic", columns="member", values="value", aggfunc="first")
                 grid.columns = [f"member {c}" for c in grid.columns]
-                st.dataframe(grid, width="stretch", key=f"members.table.{run_id}")
+                tables.dataframe(grid, width="stretch", key=f"members.table.{run_id}")
             whole = at_epoch[at_epoch["member"] < 0]
             if not whole.empty:
-                st.dataframe(whole[["statistic", "value"]].rename(columns={"value": "ensemble"}), hide_index=True,
-                             width="stretch", key=f"members.ensemble_table.{run_id}")
+                tables.dataframe(whole[["statistic", "value"]].rename(columns={"value": "ensemble"}), hide_index=True,
+                                 width="stretch", key=f"members.ensemble_table.{run_id}")
 
     st.subheader("Per-member robustness (final evaluation)")
     members = D.load_eval(engine, [run_id], target=None)

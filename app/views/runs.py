@@ -179,10 +179,12 @@ def _delete(run_id: int) -> None:
 
 
 def manage(row: dict) -> None:
-    """Rename, notes, tags, archive and delete: the run's curation controls."""
+    """Rename, notes, tags, archive and delete: the run's curation controls (the edit form built only while its
+    section is open)."""
     run_id = int(row["id"])
-    with st.expander("Name, notes and tags"):
-        with st.form(f"runs.edit.{run_id}", border=False):
+    section = st.expander("Name, notes and tags", key=f"runs.edit.open.{run_id}", on_change="rerun")
+    if section.open:
+        with section, st.form(f"runs.edit.{run_id}", border=False):
             st.text_input("Name", value=row["name"], key=f"runs.edit.name.{run_id}", max_chars=200)
             st.text_area("Notes", value=row["notes"], key=f"runs.edit.notes.{run_id}", height=100)
             st.text_input("Tags", value=row["tags"], key=f"runs.edit.tags.{run_id}",
@@ -220,10 +222,15 @@ def delete_step(run_id: int) -> None:
 
 
 def downloads(row: dict) -> None:
-    """Config (YAML), results (CSV) and checkpoint; the checkpoint is read only when the user clicks."""
+    """Config (YAML), results (CSV) and checkpoint, built only while their section is open (each button holds its
+    file, made on every refresh of the page otherwise); the checkpoint is read only when the user clicks."""
     run_id = int(row["id"])
+    section = st.expander("Download: config (YAML), results (CSV), checkpoint", key=f"runs.dl.open.{run_id}",
+                          on_change="rerun", icon=":material/download:")
+    if not section.open:
+        return
     engine = get_engine()
-    cols = st.columns(3)
+    cols = section.columns(3)
     config = run_files.config_yaml(engine, run_id)
     if config is not None:
         cols[0].download_button("Config (YAML)", config, file_name=f"run-{run_id}-config.yaml",

@@ -226,6 +226,7 @@ def test_launch_watch_and_compare_in_a_real_browser(igat_up, tmp_path):
             assert [t.split()[0] for t in legend] == [f"#{run_id}", f"#{other_id}"], legend
             shot(page, "compare", out)
             # The exported PNG has the page's colours, not black bars.
+            page.get_by_text("Export: Table 1 / Table 2").click()  # the export section is built when opened
             page.get_by_role("button", name="Render PNG").click()
             settle(page)
             with page.expect_download() as download:
