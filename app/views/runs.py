@@ -316,9 +316,16 @@ def results(run_id: int, status: str) -> None:
     st.dataframe(tables.results_table(evals), hide_index=True, width="stretch", key=f"runs.results.{run_id}")
 
 
+RUNS_OF_THIS_RUN = "runs._rows"  # the page's rows, read once by body() and handed to the fragment in the same run
+
+
 def runs_fragment(was_active: bool) -> None:
     engine = get_engine()
-    df = D.load_runs(engine)
+    # In a full run of the page, body() has just read the runs: use them (reading them again was a sixth of the
+    # page's script run with 500 runs). The fragment's own reruns (the refresh, its widgets) read them afresh.
+    df = st.session_state.pop(RUNS_OF_THIS_RUN, None)
+    if df is None:
+        df = D.load_runs(engine)
     active = bool((~df["status"].isin(D.FINAL)).any())
     if active != was_active:  # start/stop auto-refresh: redefine the fragment with a new run_every
         st.rerun()
@@ -386,6 +393,7 @@ def body() -> None:
                       "header sorts the page shown")
     more[3].toggle("Descending", value=True, key="runs.sort_desc")
     active = bool((~df["status"].isin(D.FINAL)).any())
+    st.session_state[RUNS_OF_THIS_RUN] = df
     st.fragment(run_every=REFRESH_SECONDS if active else None)(guarded(runs_fragment))(active)
 
 
