@@ -121,6 +121,9 @@ def set_query(name: str, value: str | int | list[int] | None) -> None:
         st.query_params[name] = text
 
 
+REMEMBERED = "remembered."  # session-state prefix of what pages remember (remember / recall)
+
+
 def remember(name: str, value: Any) -> None:
     """Keep a page's selection (a run, runs to compare) for the rest of the browser session. A widget's value is
     dropped when the user visits another page, and the sidebar's links carry no query string, so without this a
@@ -131,9 +134,6 @@ def remember(name: str, value: Any) -> None:
 def recall(name: str, default: Any = None) -> Any:
     """What :func:`remember` kept for ``name`` in this session (``default`` when nothing)."""
     return st.session_state.get(REMEMBERED + name, default)
-
-
-REMEMBERED = "remembered."
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -276,6 +276,23 @@ def test_members_page_of_a_one_epoch_igat_run(db):
     assert list(whole["statistic"]) == ["rank_hist_1"] and list(whole["ensemble"]) == [0.75]
 
 
+def test_members_tables_stay_open_when_the_epoch_changes(db):
+    from tasks.store import MemberStatRow
+
+    rid = db["ids"]["igat1"]
+    with Session(engine_for(db)) as s:
+        for epoch in (1, 2):
+            for m in (0, 1):
+                s.add(MemberStatRow(run_id=rid, epoch=epoch, member=m, statistic="alloc_count", value=epoch + m))
+        s.commit()
+    at = open_section(app("members", run=str(rid)), f"members.tables.open.{rid}")
+    assert at.dataframe and "Epoch 2" in texts(at)
+    at.select_slider(key=f"members.epoch.{rid}").set_value(1).run()
+    no_crash(at)
+    assert at.dataframe and "Epoch 1" in texts(at)  # the tables follow the epoch and stay open
+    assert list(at.dataframe[0].value["member 1"]) == [2.0]
+
+
 # --- chart titles and table rows that match the data -----------------------------------------------------
 
 def test_compare_titles_and_table2_rows_say_what_the_data_is(db):

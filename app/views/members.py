@@ -55,9 +55,12 @@ def body() -> None:
             st.plotly_chart(charts.member_accuracy(stats, rev), key=f"members.acc.{run_id}", width="stretch")
         with right:
             st.plotly_chart(charts.class_heatmap(stats, epoch, rev), key=f"members.class.{run_id}", width="stretch")
-        tables = st.expander(f"Statistics at epoch {epoch} (table)", key=f"members.tables.open.{run_id}",
+        # A fixed label: a keyed expander's state belongs to its label too, so naming the epoch here closed the
+        # tables whenever the epoch was changed.
+        tables = st.expander("Statistics at the epoch shown above (tables)", key=f"members.tables.open.{run_id}",
                              on_change="rerun")
         if tables.open:  # built only when opened: two dataframes the browser drew on every visit, unseen
+            tables.caption(f"Epoch {epoch}")
             # Two tables: a statistic is either per member or of the whole ensemble, and one grid of both left
             # every other cell empty (shown as "None").
             at_epoch = stats[stats["epoch"] == epoch]
