@@ -14,10 +14,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -48,25 +46,19 @@ def main() -> None:
     some = ",".join(str(i) for i in range(n - 49, n + 1))
     paths = [f"/?run={n}", f"/live?run={n}", f"/compare?runs={n},{n - 1}", f"/compare?runs={some}",
              f"/members?run={n}", "/ablation", "/studies", "/theory", "/launch"]
-    env = {**os.environ, "IGAT_DATABASE_URL": url, "IGAT_HOME": str(work / "home")}
-    env.pop("IGAT_BROKER_URL", None)
     servers, bases = [], {}
     from playwright.sync_api import sync_playwright
 
     try:
         for name, root in roots.items():
-            port = B.free_port()
-            servers.append(subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(root / "app" / "main.py"), "--server.port", str(port),
-                 "--server.address", "127.0.0.1", "--server.headless", "true"],
-                cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            bases[name] = f"http://127.0.0.1:{port}"
+            server, bases[name] = B.start_streamlit(root / "app" / "main.py", root, B.dashboard_env(url, work))
+            servers.append(server)
         for name, base in bases.items():
             B.wait_healthy(base, 90, f"dashboard {name}")
         times: dict[tuple[str, str], list[float]] = {(k, p): [] for k in bases for p in paths}
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=B.CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-            pages = {k: browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for k in bases}
+            browser = B.launch_browser(p)
+            pages = {k: B.new_page(browser) for k in bases}
             for k in bases:  # every page's code and data once, untimed
                 for path in paths:
                     B.settle_seconds(pages[k], bases[k] + path)
@@ -83,11 +75,7 @@ def main() -> None:
             print(f"| `{shown}` | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
     finally:
         for server in servers:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            B.stop(server)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -155,6 +155,40 @@ def wait_healthy(base: str, timeout: float, what: str) -> None:
             time.sleep(0.3)
 
 
+def start_streamlit(script: Path, cwd: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``streamlit run script`` alone on a free loopback port (output discarded); the process and its base URL."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true"],
+                              cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def launch_browser(playwright):
+    """Debian's headless Chromium, as every measurement here uses it."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+
+
+def new_page(browser):
+    """A page in a fresh browser context (empty cache) with the window size every measurement uses."""
+    return browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+
+
+def dashboard_env(url: str, work: Path) -> dict[str, str]:
+    """The environment of a dashboard that reads the store at ``url`` alone (no broker: the pages only read)."""
+    env = {**os.environ, "IGAT_DATABASE_URL": url, "IGAT_HOME": str(work / "home")}
+    env.pop("IGAT_BROKER_URL", None)
+    return env
+
+
 def rss_mb(pid: int) -> float:
     import psutil
 
@@ -246,29 +280,23 @@ def _visits(script: Path, paths: list[str], tours: int, what: str) -> tuple[floa
     ``tours`` fresh browser contexts (each opened at "/" first, as the dashboard's tours are)."""
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true"],
-                              cwd=script.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_streamlit(script, script.parent)
     firsts, agains = [], []
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_healthy(url, 60, what)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            browser = launch_browser(p)
             for _ in range(tours):
-                context = browser.new_context(viewport={"width": 1400, "height": 1000})
-                page = context.new_page()
+                page = new_page(browser)
                 settle_seconds(page, url + "/")
                 for path in paths:
                     firsts.append(settle_seconds(page, url + path))
                     agains.append(settle_seconds(page, url + path))
-                context.close()
+                page.context.close()
             browser.close()
         return statistics.median(firsts), statistics.median(agains)
     finally:
-        server.terminate()
-        server.wait(20)
+        stop(server)
 
 
 def floor_seconds(work: Path, tours: int = 1) -> tuple[float, float]:
@@ -331,13 +359,7 @@ def main() -> None:
     counts = fill_store(url, args.runs, args.experiments, args.metrics, args.results)
     print(f"store: {counts} in {time.perf_counter() - t0:.1f} s ({url})", flush=True)
 
-    port = free_port()
-    env = {**os.environ, "IGAT_DATABASE_URL": url, "IGAT_HOME": str(work / "home")}
-    env.pop("IGAT_BROKER_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port",
-                               str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_streamlit(ROOT / "app" / "main.py", ROOT, dashboard_env(url, work))
     try:
         wait_healthy(base, 90, "the dashboard")
         print(f"dashboard up, {rss_mb(server.pid):.0f} MB", flush=True)
@@ -358,10 +380,9 @@ def main() -> None:
         clicks: dict[str, list[float]] = {name: [] for name, _ in pages if name in SIDEBAR}
         memory: dict[str, tuple[float, bool]] = {}
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            browser = launch_browser(p)
             for tour in range(args.repeat):
-                context = browser.new_context(viewport={"width": 1400, "height": 1000})
-                page = context.new_page()
+                page = new_page(browser)
                 settle_seconds(page, base + "/")  # the first connection (websocket, static assets) is not a page's cost
                 for name, path in pages:
                     first = settle_seconds(page, base + path)
@@ -383,7 +404,7 @@ def main() -> None:
                     current = title
                 print("via the sidebar: " + ", ".join(f"{name} {clicks[name][-1]:.2f} s" for name in clicks)
                       + (f"  (tour {tour + 1} of {args.repeat})" if args.repeat > 1 else ""), flush=True)
-                context.close()
+                page.context.close()
             browser.close()
         rows = [(name, statistics.median(visits[name][0]), statistics.median(visits[name][1]),
                  statistics.median(clicks[name]) if name in clicks else None, scripts[name], *memory[name])
@@ -407,11 +428,7 @@ def main() -> None:
             print(f"slowest page, via the sidebar: {worst_click:.2f} s; goal < {GOAL_SECONDS} s: "
                   f"{'met' if worst_click < GOAL_SECONDS else 'NOT met'}")
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

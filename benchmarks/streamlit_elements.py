@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -95,19 +94,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="igat-elements-") as work:
         script = Path(work) / "elements.py"
         script.write_text(APP)
-        port = B.free_port()
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-                                   "--server.address", "127.0.0.1", "--server.headless", "true"],
-                                  cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
+        server, base = B.start_streamlit(script, Path(work))
         try:
             B.wait_healthy(base, 60, "the elements page's server")
             wall: dict[str, list[float]] = {v: [] for v in variants}
             cpu: dict[str, list[float]] = {v: [] for v in variants}
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=B.CHROMIUM, headless=True,
-                                            args=["--no-sandbox", "--disable-gpu"])
-                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                browser = B.launch_browser(p)
+                page = B.new_page(browser)
                 for v in variants:  # each variant's code and data once, untimed
                     B.settle_seconds(page, f"{base}/?v={v}")
                 for _ in range(args.visits):
@@ -117,8 +111,7 @@ def main() -> None:
                         cpu[v].append(cpu_seconds() - before)
                 browser.close()
         finally:
-            server.terminate()
-            server.wait(20)
+            B.stop(server)
     w0, c0 = statistics.median(wall["base"]), statistics.median(cpu["base"])
     print(f"medians of {args.visits} full loads per variant, interleaved\n")
     print("| variant | wall (s) | wall - base (s) | CPU (s) | CPU - base (s) |\n|---|---|---|---|---|")
