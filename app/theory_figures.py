@@ -12,6 +12,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from igat.theory.constants import P_THRESHOLD  # torch-free: the dashboard process must not import torch
+from igat.theory.seed_summary import comparisons_over_seeds  # torch-free too
 
 
 def _bars_from_histogram(h: dict[str, Any]) -> tuple[list[float], list[int], list[float]]:
@@ -195,16 +196,29 @@ def study_pair_loss_figure(result: dict[str, Any], combiner: str = "average") ->
 
 
 def study_comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per comparison and seed: paired differences with intervals and verdicts (a table)."""
+    """One row per comparison and seed: paired differences with intervals over examples or pairs and verdicts (a
+    table); with two seeds or more, one more row per comparison: the mean over seeds with its t interval, which
+    holds the training randomness (computed here for results stored before it was part of the summary)."""
+    comparisons = result["summary"]["comparisons"]
+    over = result["summary"].get("over_seeds") or comparisons_over_seeds(comparisons)
     out = []
-    for name, seeds in result["summary"]["comparisons"].items():
+    for name, seeds in comparisons.items():
         for r in seeds:
             cur = r["curvature"].get("members_mean") or {}
-            row = {"comparison": name.replace("_minus_", " - "), "seed": r["seed"],
+            row = {"comparison": name.replace("_minus_", " - "), "seed": str(r["seed"]),
                    "curvature (members)": _diff_text(cur), "curvature verdict": cur.get("verdict")}
             for comb, v in r["ensemble_pair_loss"].items():
                 row[f"0-1 loss on pairs ({comb})"] = _diff_text(v)
                 row[f"{comb} verdict"] = v.get("verdict")
+            out.append(row)
+        o = over.get(name)
+        if o and len(o["seeds"]) >= 2:
+            row = {"comparison": name.replace("_minus_", " - "), "seed": f"mean of {len(o['seeds'])} seeds (t interval)",
+                   "curvature (members)": _seeds_text(o["curvature_members"]),
+                   "curvature verdict": o["curvature_members"]["verdict"]}
+            for comb, v in o["ensemble_pair_loss"].items():
+                row[f"0-1 loss on pairs ({comb})"] = _seeds_text(v)
+                row[f"{comb} verdict"] = v["verdict"]
             out.append(row)
     return out
 
@@ -213,6 +227,12 @@ def _diff_text(v: dict[str, Any]) -> str:
     if v.get("mean") is None:
         return "n/a"
     return f"{v['mean']:+.4g} [{v['low']:+.4g}, {v['high']:+.4g}] (n={v['n']})"
+
+
+def _seeds_text(v: dict[str, Any]) -> str:
+    if v.get("mean") is None or v.get("low") is None:
+        return "n/a"
+    return f"{v['mean']:+.4g} [{v['low']:+.4g}, {v['high']:+.4g}] (sd {v['sd']:.3g})"
 
 
 STUDY_FIGURES = {"study_curvature": study_curvature_figure, "study_pair_loss": study_pair_loss_figure}

@@ -48,4 +48,33 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-__all__ = ["Z95", "half_width", "overlap", "wilson", "wilson_of_accuracy"]
+# Two-sided 95 % Student-t quantiles by degrees of freedom (scipy is not a runtime dependency). A df between two
+# keys takes the lower key's quantile, which is the larger one: the interval errs on the wide side.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t975(df: int) -> float:
+    """The two-sided 95 % Student-t quantile for ``df`` degrees of freedom (inf below 1; 1.96 above 30)."""
+    if df < 1:
+        return math.inf
+    keys = sorted(k for k in _T975 if k <= df)
+    return _T975[keys[-1]] if df <= 30 else 1.96
+
+
+def seed_interval(values: list[float]) -> dict[str, float | int | None]:
+    """Mean, sample std and the 95 % Student-t interval of the mean of per-seed values: the interval that holds
+    training randomness (one value per independently trained seed). With one seed there is no spread to measure:
+    sd, low and high are None."""
+    k = len(values)
+    if k == 0:
+        return {"mean": None, "sd": None, "low": None, "high": None, "seeds": 0}
+    mean = sum(values) / k
+    if k == 1:
+        return {"mean": mean, "sd": None, "low": None, "high": None, "seeds": 1}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
+    half = t975(k - 1) * sd / math.sqrt(k)
+    return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "seeds": k}
+
+
+__all__ = ["Z95", "half_width", "overlap", "seed_interval", "t975", "wilson", "wilson_of_accuracy"]

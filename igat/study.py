@@ -37,21 +37,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from igat.config import STEP_2_255, AttackSpec, ConfigError, ExperimentConfig, StrictModel, deep_merge, with_overrides
+from igat.stats import t975
 
 STATE_FILE = "study.json"
 REPORT_FILE = "study.md"
 ABLATION_ARMS = ("opposite", "random", "hard", "beta0")
 ARMS = ("continued", "igat", *ABLATION_ARMS)
-# Two-sided 95 % Student-t quantiles by degrees of freedom (scipy is not a runtime dependency).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t975(df: int) -> float:
-    if df < 1:
-        return math.inf
-    keys = sorted(k for k in _T975 if k <= df)
-    return _T975[keys[-1]] if df <= 30 else 1.96
 
 
 # --- scales -------------------------------------------------------------------------------------------

@@ -408,6 +408,7 @@ def test_theory_page_shows_a_study_side_by_side(study_folder, tmp_path, monkeypa
     from sqlmodel import Session
     from streamlit.testing.v1 import AppTest
 
+    from igat.theory.seed_summary import comparisons_over_seeds
     from igat.theory.study import study_theory
     from tasks.store import Artifact, Run, get_engine
 
@@ -415,6 +416,9 @@ def test_theory_page_shows_a_study_side_by_side(study_folder, tmp_path, monkeypa
     monkeypatch.delenv("IGAT_DATABASE_URL", raising=False)
     st.cache_resource.clear()
     result = study_theory(study_folder, STUDY_PARAMS, write=False)
+    for rows in result["summary"]["comparisons"].values():  # a second seed, as a study of two seeds stores it
+        rows.append({**rows[0], "seed": 1})
+    result["summary"]["over_seeds"] = comparisons_over_seeds(result["summary"]["comparisons"])
     with Session(get_engine()) as s:
         study = Run(name="study-adp", kind="study", config_json="{}", status="succeeded")
         bare = Run(name="study-bare", kind="study", config_json="{}", status="succeeded")
@@ -430,6 +434,7 @@ def test_theory_page_shows_a_study_side_by_side(study_folder, tmp_path, monkeypa
     assert len(at.get("plotly_chart")) == 2  # curvature per arm, ensemble 0-1 loss per arm
     table = at.dataframe[0].value
     assert set(table["comparison"]) == {"igat - continued", "igat - base", "continued - base"}
+    assert list(table["seed"]).count("mean of 2 seeds (t interval)") == 3
     assert any("Assumption 4.4" in c.value for c in at.caption)
     at.selectbox(key="theory_run").set_value(bare_id).run()
     assert not at.exception and any("igat theory --study" in i.value for i in at.info)
@@ -465,3 +470,53 @@ def test_worker_stores_the_study_theory_artifact(study_folder, tmp_path, monkeyp
     # a broken folder is an error note, not a failed study
     store_study_theory(engine, broken_id, tmp_path / "nowhere", said.append)
     assert "no study.json" in runstate.get_artifact(engine, broken_id, "study_theory")["error"]
+
+
+# --- a study's comparisons over seeds (torch-free) ---------------------------------------------------------
+
+def test_seed_interval_is_the_student_t_interval_of_the_mean():
+    from igat.stats import seed_interval, t975
+
+    iv = seed_interval([1.0, 2.0, 3.0])
+    half = 4.303 / 3**0.5  # t(0.975, df 2) * sd 1 / sqrt(3)
+    assert iv["mean"] == 2.0 and iv["sd"] == pytest.approx(1.0) and iv["seeds"] == 3
+    assert iv["low"] == pytest.approx(2.0 - half) and iv["high"] == pytest.approx(2.0 + half)
+    assert seed_interval([0.5]) == {"mean": 0.5, "sd": None, "low": None, "high": None, "seeds": 1}
+    assert seed_interval([])["mean"] is None
+    assert t975(0) == float("inf") and t975(11) == 2.228 and t975(31) == 1.96  # between keys: the wider one
+
+
+def _comparison(seed, cur, avg):
+    """One seed's row of summary["comparisons"]: (mean, low, high) of the curvature and average-combiner loss."""
+    def d(m, lo, hi):
+        return {"mean": m, "low": lo, "high": hi, "n": 100, "verdict": "x"}
+    return {"seed": seed, "curvature": {"members_mean": d(*cur)}, "ensemble_pair_loss": {"average": d(*avg)}}
+
+
+def test_comparisons_over_seeds_give_the_t_interval_and_its_verdict():
+    from igat.theory.seed_summary import comparisons_over_seeds
+
+    rows = [_comparison(0, (-0.20, -0.21, -0.19), (0.05, -0.01, 0.11)),
+            _comparison(1, (-0.18, -0.19, -0.17), (-0.04, -0.09, 0.01)),
+            _comparison(2, (-0.19, -0.20, -0.18), (0.02, -0.03, 0.07))]
+    out = comparisons_over_seeds({"igat_minus_continued": rows, "one_seed": rows[:1]})
+    o = out["igat_minus_continued"]
+    assert o["seeds"] == [0, 1, 2]
+    assert o["curvature_members"]["mean"] == pytest.approx(-0.19) and o["curvature_members"]["verdict"] == "lower"
+    assert o["curvature_members"]["seeds_below_0"] == 3 and o["curvature_members"]["seeds_above_0"] == 0
+    loss = o["ensemble_pair_loss"]["average"]
+    assert loss["low"] < 0 < loss["high"] and loss["verdict"] == "not distinguishable"
+    assert out["one_seed"]["curvature_members"]["verdict"] == "one seed: no interval"
+
+
+def test_theory_table_adds_a_row_over_seeds_only_with_two_seeds_or_more():
+    from app.theory_figures import study_comparison_rows
+
+    rows = [_comparison(0, (-0.20, -0.21, -0.19), (0.05, -0.01, 0.11)),
+            _comparison(1, (-0.18, -0.19, -0.17), (-0.04, -0.09, 0.01))]
+    table = study_comparison_rows({"summary": {"comparisons": {"igat_minus_base": rows}}})  # stored before over_seeds
+    assert [r["seed"] for r in table] == ["0", "1", "mean of 2 seeds (t interval)"]
+    assert table[-1]["curvature verdict"] == "lower" and table[-1]["comparison"] == "igat - base"
+    assert table[-1]["curvature (members)"].startswith("-0.19 [")
+    single = study_comparison_rows({"summary": {"comparisons": {"igat_minus_base": rows[:1]}}})
+    assert [r["seed"] for r in single] == ["0"]

@@ -185,7 +185,9 @@ def _study_results(run: Any) -> None:
     st.caption(f"Same {p.get('num_examples', '?')} test examples (delta {p.get('delta_mode', '?')}) and the same "
                f"{p.get('k_pairs', '?')} closest cross-class pairs of a {p.get('pair_pool', '?')}-image test pool "
                "for every arm; differences are paired, 95 % bootstrap intervals over examples (curvature) or pairs "
-               "(0-1 loss). They hold evaluation noise only: training randomness shows across seeds.")
+               "(0-1 loss). They hold evaluation noise only; with two seeds or more, each comparison's last row is the "
+               "mean over seeds with a Student-t interval over seeds, which holds the training randomness too: "
+               "the verdict to quote.")
     try:
         rows = study_comparison_rows(data)
     except (KeyError, TypeError, ValueError) as exc:

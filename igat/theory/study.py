@@ -34,6 +34,7 @@ from igat.theory.constants import STUDY_THEORY_FILE
 from igat.theory.diagnostics import _device, diagnose, score_tables
 from igat.theory.pairs import cross_class_pairs
 from igat.theory.params import TheoryParams, parse_params
+from igat.theory.seed_summary import comparisons_over_seeds
 from igat.theory.summary import jsonable
 from igat.theory.zero_one import bootstrap_interval, zero_one
 
@@ -183,7 +184,8 @@ def study_theory(root: str | Path, params: dict[str, Any] | TheoryParams | None 
 
 
 def summarise(seeds: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per arm and seed the headline numbers; per comparison and seed the paired differences."""
+    """Per arm and seed the headline numbers; per comparison and seed the paired differences, and per comparison
+    their mean over seeds with a t interval (``over_seeds``)."""
     arms: dict[str, list[dict[str, Any]]] = {}
     for seed, s in seeds.items():
         for label, r in s["arms"].items():
@@ -210,7 +212,7 @@ def summarise(seeds: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for seed, s in seeds.items():
         for name, c in s["comparisons"].items():
             comparisons.setdefault(name, []).append({"seed": int(seed), **c})
-    return {"arms": arms, "comparisons": comparisons}
+    return {"arms": arms, "comparisons": comparisons, "over_seeds": comparisons_over_seeds(comparisons)}
 
 
 def format_study_theory(result: dict[str, Any]) -> str:
@@ -233,7 +235,20 @@ def format_study_theory(result: dict[str, Any]) -> str:
                          f"{_f(cur.get('high'))}] ({cur.get('verdict')}, n={cur.get('n')}); ensemble 0-1 loss "
                          + ", ".join(f"{c} {v['mean']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}] ({v['verdict']}, "
                                      f"n={v['n']} pairs)" for c, v in loss.items()))
+    for name, o in (result["summary"].get("over_seeds") or {}).items():
+        if len(o["seeds"]) < 2:
+            continue
+        lines.append(f"  over seeds {', '.join(map(str, o['seeds']))}, {name} (mean, 95 % t interval over seeds): "
+                     f"curvature {_iv(o['curvature_members'])}; ensemble 0-1 loss "
+                     + ", ".join(f"{c} {_iv(v)}" for c, v in o["ensemble_pair_loss"].items()))
     return "\n".join(lines)
+
+
+def _iv(v: dict[str, Any]) -> str:
+    if v["low"] is None:
+        return f"{_f(v['mean'])} ({v['verdict']})"
+    return (f"{v['mean']:+.3g} [{v['low']:+.3g}, {v['high']:+.3g}] ({v['verdict']}; seeds whose own interval is "
+            f"below / above 0: {v['seeds_below_0']} / {v['seeds_above_0']})")
 
 
 def _f(v: float | None) -> str:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from igat.attacks.pgd import pgd
 from igat.config import ConfigError
 from igat.models.ensemble import Ensemble, frozen
+from igat.stats import seed_interval
 from igat.theory.curvature import compare_curvature
 from igat.theory.diagnostics import TheoryParams, diagnose
 from igat.theory.summary import distribution, jsonable
@@ -240,7 +241,6 @@ def run_toy_seeds(params: dict[str, Any] | ToyParams | None, seeds: list[int]) -
 
 def summarise_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per family: each seed's headline numbers and the mean (t interval over seeds) of the differences."""
-    from igat.study import t975
 
     out: dict[str, Any] = {}
     families = next(iter(runs.values()))["families"]
@@ -270,15 +270,11 @@ def summarise_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             })
         fam_out: dict[str, Any] = {"per_seed": rows}
         for c in ("average", "max"):
-            diffs = [r[f"{c}_minus_single"]["mean"] for r in rows if r[f"{c}_minus_single"]]
-            k = len(diffs)
-            mean = sum(diffs) / k if k else None
-            sd = (sum((d - mean) ** 2 for d in diffs) / (k - 1)) ** 0.5 if k > 1 else None
-            half = t975(k - 1) * sd / k**0.5 if sd is not None else None
+            iv = seed_interval([r[f"{c}_minus_single"]["mean"] for r in rows if r[f"{c}_minus_single"]])
             excl = sum(1 for r in rows if r[f"{c}_minus_single"] and r[f"{c}_minus_single"]["high"] < 0)
-            fam_out[f"{c}_minus_single"] = {"mean_over_seeds": mean,
-                                            "seed_t_interval": [mean - half, mean + half] if half is not None else None,
-                                            "seeds_with_interval_below_0": excl, "seeds": k}
+            fam_out[f"{c}_minus_single"] = {"mean_over_seeds": iv["mean"],
+                                            "seed_t_interval": None if iv["low"] is None else [iv["low"], iv["high"]],
+                                            "seeds_with_interval_below_0": excl, "seeds": iv["seeds"]}
         out[fam] = fam_out
     return out
 
