@@ -42,7 +42,7 @@ run)
     DEVICE=cuda
     PY=python3
     if [ -d .whl ]; then
-        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
             || { echo "error: the carried wheels did not install" >&2; exit 1; }
         export PYTHONPATH="/tmp/site:$PWD"
     else
@@ -100,25 +100,25 @@ step() {
 
 say "mode $mode, device $DEVICE, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-  $PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+  "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
   nproc; } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt" >>"$log"
 
 for b in "${BATCHES[@]}"; do
-    step "speed-fp32-b$b" "$LIMIT_SPEED" $PY benchmarks/ensemble_speed.py --device "$DEVICE" --batch "$b" "${SPEED_ARGS[@]}"
+    step "speed-fp32-b$b" "$LIMIT_SPEED" "$PY" benchmarks/ensemble_speed.py --device "$DEVICE" --batch "$b" "${SPEED_ARGS[@]}"
     if [ "$DEVICE" = cuda ]; then
-        step "speed-bf16-b$b" "$LIMIT_SPEED" $PY benchmarks/ensemble_speed.py --device "$DEVICE" --batch "$b" --amp "${SPEED_ARGS[@]}"
+        step "speed-bf16-b$b" "$LIMIT_SPEED" "$PY" benchmarks/ensemble_speed.py --device "$DEVICE" --batch "$b" --amp "${SPEED_ARGS[@]}"
     fi
 done
 
 study="${TMPDIR:-/tmp}/igat-gpu-session-study"
 rm -rf "$study"
-step study "$LIMIT_STUDY" $PY -m igat study --defense adp --scale cpu-mini --seeds 0 --device "$DEVICE" \
+step study "$LIMIT_STUDY" "$PY" -m igat study --defense adp --scale cpu-mini --seeds 0 --device "$DEVICE" \
     --out "$study" "${STUDY_ARGS[@]}"
 cp "$study/study.md" "$OUT/study.md" 2>/dev/null
 cp "$study/study.json" "$OUT/study.json" 2>/dev/null
 if [ -f "$study/study.md" ]; then
-    step theory "$LIMIT_THEORY" $PY -m igat theory --study "$study" --device "$DEVICE" "${THEORY_ARGS[@]}"
+    step theory "$LIMIT_THEORY" "$PY" -m igat theory --study "$study" --device "$DEVICE" "${THEORY_ARGS[@]}"
     cp "$study/theory.json" "$OUT/theory.json" 2>/dev/null
 fi
 say "done"

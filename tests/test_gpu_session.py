@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,3 +65,11 @@ def test_gpu_session_smoke_runs_every_step(tmp_path):
 def test_gpu_session_refuses_an_unknown_mode():
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), "gpu"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage: bash benchmarks/gpu_session.sh prepare|run|smoke" in proc.stderr
+
+
+def test_gpu_session_script_passes_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    proc = subprocess.run([shellcheck, str(ROOT / "benchmarks" / "gpu_session.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
