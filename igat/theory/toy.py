@@ -241,7 +241,6 @@ def run_toy_seeds(params: dict[str, Any] | ToyParams | None, seeds: list[int]) -
 
 def summarise_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per family: each seed's headline numbers and the mean (t interval over seeds) of the differences."""
-
     out: dict[str, Any] = {}
     families = next(iter(runs.values()))["families"]
     for fam in families:
