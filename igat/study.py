@@ -186,13 +186,23 @@ class StudyPaths:
 
 
 def _load_state(paths: StudyPaths, spec: StudySpec) -> dict[str, Any]:
-    if paths.state.exists():
-        state = json.loads(paths.state.read_text())
-        if state.get("spec") != spec.model_dump(mode="json"):
-            raise ConfigError([("study", f"{paths.root} holds a different study ({paths.state}); "
-                                         "use another output folder or the same settings to resume it")])
+    """The study's state in its folder, or a new one. The same settings resume it; the same settings with more
+    seeds (the old ones kept, in their order) extend it: finished seeds are kept, the new ones run."""
+    wanted = spec.model_dump(mode="json")
+    if not paths.state.exists():
+        return {"spec": wanted, "seeds": {}, "started": time.time(), "seconds": {}}
+    state = json.loads(paths.state.read_text())
+    held = state.get("spec") or {}
+    if held == wanted:
         return state
-    return {"spec": spec.model_dump(mode="json"), "seeds": {}, "started": time.time(), "seconds": {}}
+    old_seeds = list(held.get("seeds") or [])
+    if {**held, "seeds": None} == {**wanted, "seeds": None} and wanted["seeds"][:len(old_seeds)] == old_seeds:
+        state["spec"] = wanted  # more seeds of the same study: the analysis covers them all
+        return state
+    differing = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
+    raise ConfigError([("study", f"{paths.root} holds a different study ({paths.state}; differs in "
+                                 f"{', '.join(differing)}); use another output folder, or the same settings to "
+                                 f"resume it (seeds may be added after {old_seeds})")])
 
 
 def _save_state(paths: StudyPaths, state: dict[str, Any]) -> None:

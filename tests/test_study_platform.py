@@ -137,3 +137,25 @@ def test_cli_submit_refuses_before_writing(home, capsys):
     assert "no broker" in capsys.readouterr().err
     with session() as s:
         assert s.exec(select(Run)).all() == []
+
+
+def test_a_study_folder_resumes_and_takes_more_seeds_but_refuses_other_settings(tmp_path):
+    from igat.study import StudyPaths, _load_state, _save_state
+
+    paths = StudyPaths(tmp_path / "study")
+    first = StudySpec(defense="adp", seeds=[0, 1])
+    state = _load_state(paths, first)
+    state["seeds"]["0"] = {"arms": {}, "eval": {"base": {}}}
+    _save_state(paths, state)
+    assert _load_state(paths, first)["seeds"] == {"0": {"arms": {}, "eval": {"base": {}}}}  # resumed
+
+    more = _load_state(paths, StudySpec(defense="adp", seeds=[0, 1, 2, 3]))
+    assert more["spec"]["seeds"] == [0, 1, 2, 3] and "0" in more["seeds"]  # extended, seed 0 kept
+
+    for other, named in ((StudySpec(defense="gal", seeds=[0, 1]), "defense"),
+                         (StudySpec(defense="adp", seeds=[1, 0]), "seeds"),
+                         (StudySpec(defense="adp", seeds=[0]), "seeds"),
+                         (StudySpec(defense="adp", seeds=[0, 1], arm_epochs=3), "arm_epochs")):
+        with pytest.raises(ConfigError) as err:
+            _load_state(paths, other)
+        assert f"differs in {named}" in str(err.value) and "seeds may be added after [0, 1]" in str(err.value)

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate checkpoints under natural / PGD / CW / SignHunter / AutoAttack",
         description=(
             "Evaluate saved ensembles (a last.pt file or its run directory) as in the paper: every combiner, "
-            "every attack, plus per-member accuracy, each accuracy with its 95 %% Wilson interval. The attacks and "
+            "every attack, plus per-member accuracy, each accuracy with its 95 % Wilson interval. The attacks and "
             "example counts come from --protocol (default: the paper's); the rest from the checkpoint config's eval "
             "section. Writes eval.csv and eval.json next to each checkpoint after every result; rerunning resumes."
         ),

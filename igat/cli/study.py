@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "study", help="does iGAT help? base -> (continued D | iGAT_D) over seeds, with paired intervals",
         description="Per seed: train D's recipe until it plateaus, then run D continued and the iGAT_D fine-tune "
         "(paper preset) for the same epochs from that base; evaluate all three on identical images and attacks; "
-        "report mean +- std over seeds and the paired difference with 95 %% intervals. Resumable: rerun the same "
-        "command to continue.")
+        "report mean +- std over seeds and the paired difference with 95 % intervals. Resumable: rerun the same "
+        "command to continue; rerun it with more seeds (the old ones first, e.g. 0,1,2 -> 0,1,2,3,4) to add them.")
     p.add_argument("--defense", default="adp", help="base defense (default adp)")
     p.add_argument("--scale", default="cpu-mini", choices=["cpu-mini", "paper"])
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
