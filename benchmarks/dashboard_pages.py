@@ -23,11 +23,11 @@ new page's title is up, nothing of the old page is left and the page has settled
 opens Live and Members on their default run (the running one, or the newest) and Compare on the session's last
 selection, which the tour sets to the two runs of "Compare (2 runs)" first.
 
-Each tour opens its browser context on "/" and on the Live page of run 20 (finished) before timing anything: the first
-connection (websocket, Streamlit's scripts) and the first Plotly chart a browser draws are paid once per browser, not
-per page. Plotly's once-per-browser cost is measured apart: a one-chart page on its own server, its first load in a
-fresh context (opened on a chart-less page) against its second. (Until 2026-12-04 the tours did not draw a chart
-first, and the first page with a chart, Live, carried that cost in its "first visit".)
+Each tour opens its browser context on "/" and on the Live page of run 20 (finished; the last run if fewer) before
+timing anything: the first connection (websocket, Streamlit's scripts) and the first Plotly chart a browser draws are
+paid once per browser, not per page. Plotly's once-per-browser cost is measured apart: a one-chart page on its own
+server, its first load in a fresh context (opened on a chart-less page) against its second. (Until 2026-12-04 the
+tours did not draw a chart first, and the first page with a chart, Live, carried that cost in its "first visit".)
 
 Two more references are measured the same way (K tours, medians): Streamlit's floor, a one-line page on its own
 server, and the dashboard's shell, ``app/main.py`` with every page's body replaced by its title (navigation, page
@@ -382,6 +382,7 @@ def main() -> None:
         wait_healthy(base, 90, "the dashboard")
         print(f"dashboard up, {rss_mb(server.pid):.0f} MB", flush=True)
         some = ",".join(str(i) for i in range(args.runs - 49, args.runs + 1))  # 50 evaluated runs on Compare
+        warm_run = min(20, args.runs)  # draws the tours' first chart; a finished run (no refresh) when there are 11+
         pages = [("Runs", "/"), ("Live", f"/live?run={args.runs}"), ("Compare (2 runs)", f"/compare?runs={args.runs},{args.runs - 1}"),
                  ("Compare (50 runs)", f"/compare?runs={some}"), ("Members", f"/members?run={args.runs}"),
                  ("Ablation", "/ablation"), ("Studies", "/studies"), ("Theory", "/theory"), ("Launch", "/launch")]
@@ -405,7 +406,7 @@ def main() -> None:
                 # The first connection (websocket, static assets) and the first chart a browser draws (Plotly's code
                 # evaluated once per browser, measured apart by plotly_once_seconds) are not a page's cost.
                 settle_seconds(page, base + "/")
-                settle_seconds(page, base + "/live?run=20")  # a finished run: no refresh
+                settle_seconds(page, base + f"/live?run={warm_run}")
                 for name, path in pages:
                     first = settle_seconds(page, base + path)
                     again = settle_seconds(page, base + path)
@@ -437,7 +438,7 @@ def main() -> None:
               f"again {shell[1]:.2f} s")
         print(f"A new browser's first Plotly chart (a one-chart page, fresh context): first {plotly_once[0]:.2f} s, "
               f"again {plotly_once[1]:.2f} s: {plotly_once[0] - plotly_once[1]:+.2f} s once per browser, on whichever "
-              "page draws its first chart (each tour pays it before its pages, on /live?run=20)")
+              f"page draws its first chart (each tour pays it before its pages, on /live?run={warm_run})")
         worst = max(max(r[1], r[2]) for r in rows)
         worst_click = max((r[3] for r in rows if r[3] is not None), default=None)
         if args.repeat > 1:
