@@ -187,7 +187,8 @@ class StudyPaths:
 
 def _load_state(paths: StudyPaths, spec: StudySpec) -> dict[str, Any]:
     """The study's state in its folder, or a new one. The same settings resume it; the same settings with more
-    seeds (the old ones kept, in their order) extend it: finished seeds are kept, the new ones run."""
+    seeds or more arms (the old ones kept, first and in their order) extend it: what is finished is kept (the
+    bases too, so new arms start from the same base checkpoints), the rest runs."""
     wanted = spec.model_dump(mode="json")
     if not paths.state.exists():
         return {"spec": wanted, "seeds": {}, "started": time.time(), "seconds": {}}
@@ -195,14 +196,15 @@ def _load_state(paths: StudyPaths, spec: StudySpec) -> dict[str, Any]:
     held = state.get("spec") or {}
     if held == wanted:
         return state
-    old_seeds = list(held.get("seeds") or [])
-    if {**held, "seeds": None} == {**wanted, "seeds": None} and wanted["seeds"][:len(old_seeds)] == old_seeds:
-        state["spec"] = wanted  # more seeds of the same study: the analysis covers them all
+    old_seeds, old_arms = list(held.get("seeds") or []), list(held.get("arms") or [])
+    same_settings = {**held, "seeds": None, "arms": None} == {**wanted, "seeds": None, "arms": None}
+    if same_settings and wanted["seeds"][:len(old_seeds)] == old_seeds and wanted["arms"][:len(old_arms)] == old_arms:
+        state["spec"] = wanted  # more seeds or arms of the same study: the analysis covers them all
         return state
     differing = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
     raise ConfigError([("study", f"{paths.root} holds a different study ({paths.state}; differs in "
                                  f"{', '.join(differing)}); use another output folder, or the same settings to "
-                                 f"resume it (seeds may be added after {old_seeds})")])
+                                 f"resume it (seeds may be added after {old_seeds}, arms after {old_arms})")])
 
 
 def _save_state(paths: StudyPaths, state: dict[str, Any]) -> None:
@@ -399,6 +401,12 @@ def analyse(state: dict[str, Any]) -> dict[str, Any]:
                  for s in seeds if {"continued", "igat"} <= set(state["seeds"][s]["eval"])]
         if pairs:
             row["igat_minus_continued"] = paired_difference(pairs)
+        # Table 3: each ablation variant against iGAT with the soft rule (the igat arm), from the same base per seed
+        for arm in (a for a in spec.arms if a in ABLATION_ARMS):
+            pairs = [(state["seeds"][s]["eval"]["igat"][key]["correct"], state["seeds"][s]["eval"][arm][key]["correct"])
+                     for s in seeds if {"igat", arm} <= set(state["seeds"][s]["eval"])]
+            if pairs:
+                row.setdefault("ablations", {})[arm] = paired_difference(pairs)  # arm - igat
         cells.append(row)
     base_info = {s: {"epochs": len(state["seeds"][s]["base"]["history"]),
                      "plateaued": state["seeds"][s]["base"].get("plateaued"),
@@ -433,6 +441,21 @@ def format_report(analysis: dict[str, Any]) -> str:
                  f"[{100 * d['example_ci'][0]:+.2f}, {100 * d['example_ci'][1]:+.2f}]", d["verdict"]]
                 if d else ["-"] * 4)
         lines.append(f"| {c['attack']} | {c['combiner']} | {n} | " + " | ".join(vals) + " | " + " | ".join(dtxt) + " |")
+    ablations = [a for a in spec["arms"] if a in ABLATION_ARMS]
+    if ablations:
+        lines += ["", "Ablations of iGAT (the paper's Table 3): each variant - igat (soft rule), paired per seed and "
+                  "image, 95 % intervals over seeds (t) and over examples (pooled); better = the variant is more "
+                  "accurate.", "",
+                  "| attack | combiner | variant | variant | igat | diff | seed CI | example CI | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in analysis["cells"]:
+            for arm, d in (c.get("ablations") or {}).items():
+                v, g = c["arms"].get(arm), c["arms"].get("igat")
+                lines.append(f"| {c['attack']} | {c['combiner']} | {arm} | "
+                             + (f"{_pct(v['mean'])} +- {_pct(v['std'])}" if v else "-") + " | "
+                             + (f"{_pct(g['mean'])} +- {_pct(g['std'])}" if g else "-")
+                             + f" | {100 * d['mean']:+.2f} | [{100 * d['seed_ci'][0]:+.2f}, {100 * d['seed_ci'][1]:+.2f}] "
+                             f"| [{100 * d['example_ci'][0]:+.2f}, {100 * d['example_ci'][1]:+.2f}] | {d['verdict']} |")
     lines += ["", "Bases (natural accuracy of the average combiner on the per-epoch probe, by epoch):"]
     for s, b in analysis["bases"].items():
         hist = ", ".join(_pct(v) for v in b["nat_acc_history"] if v is not None)

@@ -199,3 +199,47 @@ def test_runs_page_links_a_study_to_the_studies_page(db):
     no_crash(at)
     links = [el.proto for el in at.get("page_link") if el.proto.label == "Open this study"]
     assert len(links) == 1 and links[0].query_string == f"study={db['ids']['done']}"
+
+
+ABL_SPEC = SPEC.model_copy(update={"arms": ["continued", "igat", "opposite", "hard"]})
+# opposite loses 2, 3, 2 of 10 PGD examples to iGAT (paired: "worse"); the hard rule wins one in one seed
+ABL_PGD = {**PGD, "opposite": [3, 4, 3], "hard": [5, 7, 6]}
+
+
+def test_ablation_variants_are_compared_with_igat_paired_in_the_analysis_and_report():
+    from igat.study import format_report
+
+    analysis = analyse(study_state(ABL_SPEC, ABL_PGD, [0, 1, 2]))
+    pgd = next(c for c in analysis["cells"] if c["attack"] == "pgd")
+    opposite, hard = pgd["ablations"]["opposite"], pgd["ablations"]["hard"]
+    assert opposite["per_seed"] == pytest.approx([-0.2, -0.3, -0.2]) and opposite["verdict"] == "worse"
+    assert opposite["seed_ci"][1] < 0 and opposite["example_ci"][1] < 0
+    assert hard["per_seed"] == pytest.approx([0.0, 0.0, 0.1]) and hard["verdict"] == "not distinguishable"
+    natural = next(c for c in analysis["cells"] if c["attack"] == "natural")
+    assert natural["ablations"]["opposite"]["mean"] == 0.0
+    assert "igat_minus_continued" in pgd and "ablations" not in analyse(study_state(SPEC, PGD, [0, 1, 2]))["cells"][0]
+    report = format_report(analysis)
+    assert "the paper's Table 3" in report
+    assert "| pgd | average | opposite | 33.33 +- 5.77 | 56.67 +- 11.55 | -23.33 | [" in report
+
+
+def test_studies_page_shows_the_ablation_table_next_to_the_papers_table_3(db):
+    with Session(make_engine(db["url"], create=False), expire_on_commit=False) as s:
+        exp = s.exec(select(Experiment)).first()
+        run = Run(experiment_id=exp.id, name="study-ablation", kind="study", config_json="{}", status="succeeded",
+                  defense="adp", dataset="cifar10", progress=1.0, phase="finished", params_json=ABL_SPEC.model_dump_json())
+        s.add(run)
+        s.commit()
+        s.add(Artifact(run_id=run.id, name="study_analysis",
+                       data_json=json.dumps(analyse(study_state(ABL_SPEC, ABL_PGD, [0, 1, 2])))))
+        s.commit()
+    at = app("studies", study=str(run.id))
+    no_crash(at)
+    table = next(f for f in frames(at) if "variant - iGAT" in f.columns)
+    row = table[(table["attack"] == "PGD") & (table["variant"] == "opposite")].iloc[0]
+    assert row["variant (%)"] == "33.33 ± 5.77" and row["iGAT (%)"] == "56.67 ± 11.55"
+    assert row["variant - iGAT"] == "-23.33" and row["verdict"] == "worse"
+    label = "paper (8 x ResNet-20, CIFAR-10)"
+    assert row[f"{label}: variant (Table 3)"] == "41.31" and row[f"{label}: iGAT (Table 1)"] == "46.27"
+    assert set(table["variant"]) == {"opposite", "hard"}
+    assert "Ablations of iGAT" in texts(at)

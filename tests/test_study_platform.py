@@ -159,3 +159,14 @@ def test_a_study_folder_resumes_and_takes_more_seeds_but_refuses_other_settings(
         with pytest.raises(ConfigError) as err:
             _load_state(paths, other)
         assert f"differs in {named}" in str(err.value) and "seeds may be added after [0, 1]" in str(err.value)
+
+
+def test_a_study_folder_takes_more_arms_after_its_own(tmp_path):
+    from igat.study import StudyPaths, _load_state, _save_state
+
+    paths = StudyPaths(tmp_path / "study")
+    _save_state(paths, _load_state(paths, StudySpec(defense="adp", seeds=[0])))
+    wider = _load_state(paths, StudySpec(defense="adp", seeds=[0, 1], arms=["continued", "igat", "opposite", "hard"]))
+    assert wider["spec"]["arms"] == ["continued", "igat", "opposite", "hard"] and wider["spec"]["seeds"] == [0, 1]
+    with pytest.raises(ConfigError, match="arms after \\['continued', 'igat'\\]"):
+        _load_state(paths, StudySpec(defense="adp", seeds=[0], arms=["igat", "continued"]))

@@ -239,6 +239,11 @@ def results_section(study: dict[str, Any]) -> None:
         st.plotly_chart(S.accuracy_figure(analysis, rev), key=key(f"acc.{study['id']}"), width="stretch")
     with right:
         st.plotly_chart(S.difference_figure(analysis, rev), key=key(f"diff.{study['id']}"), width="stretch")
+    ablations = S.ablation_table(analysis)
+    if not ablations.empty:
+        st.markdown("**Ablations of iGAT** (the paper's Table 3): each variant against iGAT with the soft rule, "
+                    "paired per seed and image from the same base; *better* means the variant is more accurate")
+        st.dataframe(ablations, hide_index=True, width="stretch", key=key(f"ablations.{study['id']}"))
     bases = S.bases_table(analysis)
     if not bases.empty:
         st.markdown("**Bases** (natural accuracy of the average combiner on the per-epoch probe)")

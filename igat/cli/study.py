@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Per seed: train D's recipe until it plateaus, then run D continued and the iGAT_D fine-tune "
         "(paper preset) for the same epochs from that base; evaluate all three on identical images and attacks; "
         "report mean +- std over seeds and the paired difference with 95 % intervals. Resumable: rerun the same "
-        "command to continue; rerun it with more seeds (the old ones first, e.g. 0,1,2 -> 0,1,2,3,4) to add them.")
+        "command to continue; rerun it with more seeds or arms (the old ones first, e.g. --seeds 0,1,2 -> 0,1,2,3,4, "
+        "--arms continued,igat -> continued,igat,opposite) to add them to the same bases.")
     p.add_argument("--defense", default="adp", help="base defense (default adp)")
     p.add_argument("--scale", default="cpu-mini", choices=["cpu-mini", "paper"])
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
