@@ -397,16 +397,19 @@ def analyse(state: dict[str, Any]) -> dict[str, Any]:
                 m, sd = _mean_std(accs)
                 n = state["seeds"][seeds[0]]["eval"][label][key]["n"]
                 row["arms"][label] = {"mean": m, "std": sd, "per_seed": accs, "n": n}
-        pairs = [(state["seeds"][s]["eval"]["continued"][key]["correct"], state["seeds"][s]["eval"]["igat"][key]["correct"])
-                 for s in seeds if {"continued", "igat"} <= set(state["seeds"][s]["eval"])]
-        if pairs:
-            row["igat_minus_continued"] = paired_difference(pairs)
+
+        def paired(a: str, b: str, key: str = key) -> dict[str, Any] | None:
+            """b - a over the seeds where both arms are evaluated (None: no such seed yet)."""
+            pairs = [(state["seeds"][s]["eval"][a][key]["correct"], state["seeds"][s]["eval"][b][key]["correct"])
+                     for s in seeds if {a, b} <= set(state["seeds"][s]["eval"])]
+            return paired_difference(pairs) if pairs else None
+
+        if (d := paired("continued", "igat")) is not None:
+            row["igat_minus_continued"] = d
         # Table 3: each ablation variant against iGAT with the soft rule (the igat arm), from the same base per seed
         for arm in (a for a in spec.arms if a in ABLATION_ARMS):
-            pairs = [(state["seeds"][s]["eval"]["igat"][key]["correct"], state["seeds"][s]["eval"][arm][key]["correct"])
-                     for s in seeds if {"igat", arm} <= set(state["seeds"][s]["eval"])]
-            if pairs:
-                row.setdefault("ablations", {})[arm] = paired_difference(pairs)  # arm - igat
+            if (d := paired("igat", arm)) is not None:
+                row.setdefault("ablations", {})[arm] = d  # arm - igat
         cells.append(row)
     base_info = {s: {"epochs": len(state["seeds"][s]["base"]["history"]),
                      "plateaued": state["seeds"][s]["base"].get("plateaued"),
@@ -424,6 +427,18 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
+def _mean_pm_std(arm: dict[str, Any] | None) -> str:
+    return f"{_pct(arm['mean'])} +- {_pct(arm['std'])}" if arm else "-"
+
+
+def _difference_cells(d: dict[str, Any] | None) -> list[str]:
+    """A paired difference's four report cells: points, seed interval, example interval, verdict."""
+    if not d:
+        return ["-"] * 4
+    return [f"{100 * d['mean']:+.2f}", f"[{100 * d['seed_ci'][0]:+.2f}, {100 * d['seed_ci'][1]:+.2f}]",
+            f"[{100 * d['example_ci'][0]:+.2f}, {100 * d['example_ci'][1]:+.2f}]", d["verdict"]]
+
+
 def format_report(analysis: dict[str, Any]) -> str:
     spec = analysis["spec"]
     arms = ["base", *spec["arms"]]
@@ -434,12 +449,9 @@ def format_report(analysis: dict[str, Any]) -> str:
              "| attack | combiner | n | " + " | ".join(arms) + " | diff | seed CI | example CI | verdict |",
              "|---|---|---|" + "---|" * len(arms) + "---|---|---|---|"]
     for c in analysis["cells"]:
-        vals = [f"{_pct(c['arms'][a]['mean'])} +- {_pct(c['arms'][a]['std'])}" if a in c["arms"] else "-" for a in arms]
-        d = c.get("igat_minus_continued")
+        vals = [_mean_pm_std(c["arms"].get(a)) for a in arms]
         n = next(iter(c["arms"].values()))["n"] if c["arms"] else 0
-        dtxt = ([f"{100 * d['mean']:+.2f}", f"[{100 * d['seed_ci'][0]:+.2f}, {100 * d['seed_ci'][1]:+.2f}]",
-                 f"[{100 * d['example_ci'][0]:+.2f}, {100 * d['example_ci'][1]:+.2f}]", d["verdict"]]
-                if d else ["-"] * 4)
+        dtxt = _difference_cells(c.get("igat_minus_continued"))
         lines.append(f"| {c['attack']} | {c['combiner']} | {n} | " + " | ".join(vals) + " | " + " | ".join(dtxt) + " |")
     ablations = [a for a in spec["arms"] if a in ABLATION_ARMS]
     if ablations:
@@ -450,12 +462,8 @@ def format_report(analysis: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for c in analysis["cells"]:
             for arm, d in (c.get("ablations") or {}).items():
-                v, g = c["arms"].get(arm), c["arms"].get("igat")
-                lines.append(f"| {c['attack']} | {c['combiner']} | {arm} | "
-                             + (f"{_pct(v['mean'])} +- {_pct(v['std'])}" if v else "-") + " | "
-                             + (f"{_pct(g['mean'])} +- {_pct(g['std'])}" if g else "-")
-                             + f" | {100 * d['mean']:+.2f} | [{100 * d['seed_ci'][0]:+.2f}, {100 * d['seed_ci'][1]:+.2f}] "
-                             f"| [{100 * d['example_ci'][0]:+.2f}, {100 * d['example_ci'][1]:+.2f}] | {d['verdict']} |")
+                cols = [_mean_pm_std(c["arms"].get(arm)), _mean_pm_std(c["arms"].get("igat")), *_difference_cells(d)]
+                lines.append(f"| {c['attack']} | {c['combiner']} | {arm} | " + " | ".join(cols) + " |")
     lines += ["", "Bases (natural accuracy of the average combiner on the per-epoch probe, by epoch):"]
     for s, b in analysis["bases"].items():
         hist = ", ".join(_pct(v) for v in b["nat_acc_history"] if v is not None)
