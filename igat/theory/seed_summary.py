@@ -12,12 +12,17 @@ from typing import Any
 from igat.stats import seed_interval
 
 
+def direction(low: float, high: float) -> str:
+    """The verdict of a difference's interval: wholly below 0, wholly above, or containing 0."""
+    return "lower" if high < 0 else "higher" if low > 0 else "not distinguishable"
+
+
 def _verdict(iv: dict[str, Any]) -> str:
     if iv["mean"] is None:
         return "n/a"
     if iv["low"] is None:
         return "one seed: no interval"
-    return "lower" if iv["high"] < 0 else "higher" if iv["low"] > 0 else "not distinguishable"
+    return direction(iv["low"], iv["high"])
 
 
 def _over(per_seed: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -45,4 +50,4 @@ def comparisons_over_seeds(comparisons: dict[str, list[dict[str, Any]]]) -> dict
     return out
 
 
-__all__ = ["comparisons_over_seeds"]
+__all__ = ["comparisons_over_seeds", "direction"]

@@ -34,7 +34,7 @@ from igat.theory.constants import STUDY_THEORY_FILE
 from igat.theory.diagnostics import _device, diagnose, score_tables
 from igat.theory.pairs import cross_class_pairs
 from igat.theory.params import TheoryParams, parse_params
-from igat.theory.seed_summary import comparisons_over_seeds
+from igat.theory.seed_summary import comparisons_over_seeds, direction
 from igat.theory.summary import jsonable
 from igat.theory.zero_one import bootstrap_interval, zero_one
 
@@ -76,7 +76,7 @@ def _paired(diff: Tensor, p: TheoryParams) -> dict[str, Any]:
     d = diff[torch.isfinite(diff)].double()
     lo, hi = bootstrap_interval(d, p.confidence, p.bootstrap_resamples, p.seed)
     mean = float(d.mean()) if len(d) else None
-    verdict = None if mean is None else ("lower" if hi < 0 else "higher" if lo > 0 else "not distinguishable")
+    verdict = None if mean is None else direction(lo, hi)
     return {"mean": mean, "low": lo, "high": hi, "n": int(len(d)), "verdict": verdict}
 
 
