@@ -17,12 +17,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_data_slice_copies_the_first_files_of_each_class(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from data_slice import make_slice
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def test_data_slice_copies_the_first_files_of_each_class(tmp_path, monkeypatch):
+    from benchmarks.data_slice import make_slice
     src = tmp_path / "tree"
     for split, n in (("train", 5), ("test", 3)):
         for cls in ("airplane", "automobile"):
@@ -36,11 +32,8 @@ def test_data_slice_copies_the_first_files_of_each_class(tmp_path):
 
     from igat.data.cifar import load_cifar
 
-    os.environ["IGAT_CACHE_DIR"] = str(tmp_path / "cache")
-    try:
-        raw = load_cifar("cifar10", root=str(tmp_path / "out"), download=False)
-    finally:
-        del os.environ["IGAT_CACHE_DIR"]
+    monkeypatch.setenv("IGAT_CACHE_DIR", str(tmp_path / "cache"))
+    raw = load_cifar("cifar10", root=str(tmp_path / "out"), download=False)
     assert raw.train_y.tolist() == [0, 0, 1, 1] and raw.test_x.shape == (6, 3, 32, 32)
 
 
